@@ -1,0 +1,333 @@
+//! Configuration: environment variables first, then a `.env` file in the
+//! working directory for whatever the environment leaves unset.
+//!
+//! Every value is checked against a range. The upper ends are the compiled
+//! capacities of the fixed-size tables, so a configuration that validates is
+//! one the process can actually hold.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Compiled capacity: most WebSocket connections the relay can be told to hold.
+pub const CONNECTIONS_CAP: u32 = 65_536;
+/// Compiled capacity: most rooms.
+pub const ROOMS_CAP: u32 = 65_536;
+/// Compiled capacity: most members of one room (the size of a room's member array).
+pub const ROOM_USERS_CAP: usize = 256;
+/// Compiled capacity: largest accepted incoming WebSocket message.
+pub const MESSAGE_SIZE_CAP: u32 = 1 << 20;
+/// Compiled capacity: most strikes counted in the one-minute window.
+pub const STRIKE_LIMIT_CAP: u32 = 64;
+/// Compiled capacity: entries in `TRUSTED_PROXIES` and in `ALLOWED_ORIGINS`.
+pub const LIST_CAP: usize = 32;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration of one server process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub handshake_timeout_secs: u32,
+    pub message_limit: u32,
+    pub join_limit: u32,
+    pub frame_limit: u32,
+    pub connection_limit_per_ip: u32,
+    pub max_message_size: u32,
+    pub max_connections: u32,
+    pub max_rooms: u32,
+    pub max_room_users: u32,
+    pub heartbeat_interval_secs: u32,
+    pub shutdown_timeout_secs: u32,
+    pub block_strike_limit: u32,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub allowed_origins: Vec<String>,
+    pub log_format: LogFormat,
+    pub rust_log: String,
+}
+
+/// A configuration value that cannot be used; printed as the single line
+/// the process exits with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.variable, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where values come from: the process environment wins over the `.env` file.
+pub struct Source {
+    env: HashMap<String, String>,
+    dotenv: HashMap<String, String>,
+}
+
+impl Source {
+    /// Reads the process environment and `./.env` (if present).
+    pub fn from_process() -> Source {
+        let env = std::env::vars().collect();
+        let dotenv = match std::fs::read_to_string(Path::new(".env")) {
+            Ok(text) => parse_dotenv(&text),
+            Err(_) => HashMap::new(),
+        };
+        Source { env, dotenv }
+    }
+
+    /// A source built from explicit maps, for tests.
+    #[cfg(test)]
+    pub fn from_maps(env: HashMap<String, String>, dotenv: HashMap<String, String>) -> Source {
+        Source { env, dotenv }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.env
+            .get(key)
+            .or_else(|| self.dotenv.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// Parses `KEY=VALUE` lines; `#` comments, blank lines, an `export ` prefix
+/// and single or double quotes around the value are accepted.
+pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let mut value = value.trim();
+        let quoted = value.len() >= 2
+            && ((value.starts_with('"') && value.ends_with('"'))
+                || (value.starts_with('\'') && value.ends_with('\'')));
+        if quoted {
+            value = &value[1..value.len() - 1];
+        } else if let Some(hash) = value.find(" #") {
+            value = value[..hash].trim_end();
+        }
+        if !key.is_empty() {
+            out.insert(key.to_string(), value.to_string());
+        }
+    }
+    out
+}
+
+fn number(
+    src: &Source,
+    key: &'static str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let Some(raw) = src.get(key) else {
+        return Ok(default);
+    };
+    let error = || ConfigError {
+        variable: key,
+        value: raw.to_string(),
+        expected: format!("an integer from {min} to {max}"),
+    };
+    let value: u32 = raw.trim().parse().map_err(|_| error())?;
+    if value < min || value > max {
+        return Err(error());
+    }
+    Ok(value)
+}
+
+fn list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl Config {
+    /// Builds and validates the configuration from `src`.
+    pub fn load(src: &Source) -> Result<Config, ConfigError> {
+        let host = src.get("HOST").unwrap_or("0.0.0.0").trim().to_string();
+        if host.parse::<IpAddr>().is_err() {
+            return Err(ConfigError {
+                variable: "HOST",
+                value: host,
+                expected: "an IPv4 or IPv6 address such as 0.0.0.0 or ::".into(),
+            });
+        }
+        let port = number(src, "PORT", 8080, 0, 65_535)? as u16;
+
+        let trusted_raw = src.get("TRUSTED_PROXIES").unwrap_or("");
+        let mut trusted_proxies = Vec::new();
+        for item in list(trusted_raw) {
+            let bad = || ConfigError {
+                variable: "TRUSTED_PROXIES",
+                value: trusted_raw.to_string(),
+                expected: format!("up to {LIST_CAP} comma-separated IP addresses"),
+            };
+            let ip: IpAddr = item.parse().map_err(|_| bad())?;
+            if trusted_proxies.len() == LIST_CAP {
+                return Err(bad());
+            }
+            trusted_proxies.push(crate::limits::canonical_ip(ip));
+        }
+
+        let origins_raw = src.get("ALLOWED_ORIGINS").unwrap_or("");
+        let allowed_origins: Vec<String> = list(origins_raw).map(str::to_string).collect();
+        if allowed_origins.len() > LIST_CAP {
+            return Err(ConfigError {
+                variable: "ALLOWED_ORIGINS",
+                value: origins_raw.to_string(),
+                expected: format!("up to {LIST_CAP} comma-separated origins"),
+            });
+        }
+
+        let log_format = match src.get("LOG_FORMAT").map(str::trim) {
+            None | Some("") | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "LOG_FORMAT",
+                    value: other.to_string(),
+                    expected: "text or json".into(),
+                });
+            }
+        };
+
+        Ok(Config {
+            host,
+            port,
+            handshake_timeout_secs: number(src, "HANDSHAKE_TIMEOUT_SECS", 10, 1, 3600)?,
+            message_limit: number(src, "RATE_LIMIT_MESSAGE_LIMIT", 30, 1, 1_000_000)?,
+            join_limit: number(src, "RATE_LIMIT_JOIN_LIMIT", 5, 1, 1_000_000)?,
+            frame_limit: number(src, "RATE_LIMIT_FRAME_LIMIT", 300, 1, 1_000_000)?,
+            connection_limit_per_ip: number(
+                src,
+                "RATE_LIMIT_CONNECTION_LIMIT_PER_IP",
+                10,
+                1,
+                CONNECTIONS_CAP,
+            )?,
+            max_message_size: number(
+                src,
+                "RATE_LIMIT_MAX_MESSAGE_SIZE",
+                10_240,
+                1,
+                MESSAGE_SIZE_CAP,
+            )?,
+            max_connections: number(src, "MAX_CONNECTIONS", 4096, 1, CONNECTIONS_CAP)?,
+            max_rooms: number(src, "MAX_ROOMS", 1024, 1, ROOMS_CAP)?,
+            max_room_users: number(src, "MAX_ROOM_USERS", 64, 1, ROOM_USERS_CAP as u32)?,
+            heartbeat_interval_secs: number(src, "HEARTBEAT_INTERVAL_SECS", 30, 1, 3600)?,
+            shutdown_timeout_secs: number(src, "SHUTDOWN_TIMEOUT_SECS", 5, 1, 3600)?,
+            block_strike_limit: number(src, "BLOCK_STRIKE_LIMIT", 20, 1, STRIKE_LIMIT_CAP)?,
+            trusted_proxies,
+            allowed_origins,
+            log_format,
+            rust_log: src.get("RUST_LOG").unwrap_or("info").to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)], dotenv: &str) -> Result<Config, ConfigError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&Source::from_maps(env, parse_dotenv(dotenv)))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(&[], "").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8080));
+        assert_eq!(c.handshake_timeout_secs, 10);
+        assert_eq!((c.message_limit, c.join_limit, c.frame_limit), (30, 5, 300));
+        assert_eq!(c.connection_limit_per_ip, 10);
+        assert_eq!(c.max_message_size, 10_240);
+        assert_eq!(
+            (c.max_connections, c.max_rooms, c.max_room_users),
+            (4096, 1024, 64)
+        );
+        assert_eq!(
+            (c.heartbeat_interval_secs, c.shutdown_timeout_secs),
+            (30, 5)
+        );
+        assert_eq!(c.block_strike_limit, 20);
+        assert!(c.trusted_proxies.is_empty() && c.allowed_origins.is_empty());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_wins_over_dotenv() {
+        let c = load(&[("MAX_ROOMS", "7")], "MAX_ROOMS=9\nMAX_ROOM_USERS=3\n").unwrap();
+        assert_eq!(c.max_rooms, 7);
+        assert_eq!(c.max_room_users, 3);
+    }
+
+    #[test]
+    fn dotenv_syntax() {
+        let map = parse_dotenv(
+            "# comment\n\nexport PORT=9000\nHOST=\"127.0.0.1\"\nLOG_FORMAT='json'\nRUST_LOG=debug # trailing\nnonsense\n",
+        );
+        assert_eq!(map["PORT"], "9000");
+        assert_eq!(map["HOST"], "127.0.0.1");
+        assert_eq!(map["LOG_FORMAT"], "json");
+        assert_eq!(map["RUST_LOG"], "debug");
+        assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_variable_and_range() {
+        let e = load(&[("MAX_ROOMS", "0")], "").unwrap_err();
+        assert_eq!(e.variable, "MAX_ROOMS");
+        assert!(e.to_string().contains("from 1 to 65536"), "{e}");
+        let e = load(&[("MAX_ROOM_USERS", "257")], "").unwrap_err();
+        assert_eq!(e.variable, "MAX_ROOM_USERS");
+        let e = load(&[("PORT", "http")], "").unwrap_err();
+        assert_eq!(e.variable, "PORT");
+        let e = load(&[("HOST", "example.org")], "").unwrap_err();
+        assert_eq!(e.variable, "HOST");
+        let e = load(&[("TRUSTED_PROXIES", "10.0.0.1,nope")], "").unwrap_err();
+        assert_eq!(e.variable, "TRUSTED_PROXIES");
+        let e = load(&[("LOG_FORMAT", "xml")], "").unwrap_err();
+        assert_eq!(e.variable, "LOG_FORMAT");
+        let e = load(&[("BLOCK_STRIKE_LIMIT", "65")], "").unwrap_err();
+        assert_eq!(e.variable, "BLOCK_STRIKE_LIMIT");
+    }
+
+    #[test]
+    fn lists_are_parsed() {
+        let c = load(
+            &[
+                ("TRUSTED_PROXIES", " 10.0.0.1, ::1 ,"),
+                ("ALLOWED_ORIGINS", "https://a.example,http://b.lan"),
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.allowed_origins, vec!["https://a.example", "http://b.lan"]);
+    }
+}

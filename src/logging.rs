@@ -1,0 +1,80 @@
+//! Log output through `env_logger`: plain text or one JSON object per line,
+//! with journald priority prefixes when stderr is the journal.
+//!
+//! Nothing the relay logs contains message content; log lines carry counts,
+//! addresses and error codes only.
+
+use std::io::Write;
+
+use crate::clock;
+use crate::config::{Config, LogFormat};
+
+/// syslog priority of a log level, as journald reads it from `<N>` prefixes.
+pub fn priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Whether stderr is connected to the journal (`JOURNAL_STREAM` names its device and inode).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Ok(var) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = var.split_once(':') else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr().as_fd()) {
+        Ok(st) => dev == st.st_dev.to_string() && ino == st.st_ino.to_string(),
+        Err(_) => false,
+    }
+}
+
+pub fn init(cfg: &Config) {
+    let format = cfg.log_format;
+    let journal = stderr_is_journal();
+    env_logger::Builder::new()
+        .parse_filters(&cfg.rust_log)
+        .format(move |buf, record| {
+            if journal {
+                write!(buf, "<{}>", priority(record.level()))?;
+            }
+            match format {
+                LogFormat::Text => {
+                    if journal {
+                        // journald stamps its own time.
+                        writeln!(
+                            buf,
+                            "{} {}: {}",
+                            record.level(),
+                            record.target(),
+                            record.args()
+                        )
+                    } else {
+                        writeln!(
+                            buf,
+                            "{} {} {}: {}",
+                            clock::rfc3339(clock::unix_millis(), true),
+                            record.level(),
+                            record.target(),
+                            record.args()
+                        )
+                    }
+                }
+                LogFormat::Json => {
+                    let line = serde_json::json!({
+                        "timestamp": clock::rfc3339(clock::unix_millis(), true),
+                        "level": record.level().as_str(),
+                        "target": record.target(),
+                        "message": record.args().to_string(),
+                    });
+                    writeln!(buf, "{line}")
+                }
+            }
+        })
+        .init();
+}

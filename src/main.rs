@@ -1,0 +1,90 @@
+//! rtce2ee-whisper: a WebSocket relay for end-to-end encrypted chat rooms.
+
+mod clock;
+mod config;
+mod http;
+mod limits;
+mod logging;
+mod protocol;
+mod rooms;
+mod server;
+mod session;
+mod shutdown;
+mod systemd;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+rtce2ee-whisper: a WebSocket relay for end-to-end encrypted chat rooms
+
+USAGE:
+    rtce2ee-whisper [--help | --version]
+
+Configuration comes from environment variables, then from a .env file in the
+working directory for variables the environment leaves unset:
+
+    HOST                                 listen address          [0.0.0.0]
+    PORT                                 listen port (0: any)    [8080]
+    HANDSHAKE_TIMEOUT_SECS               HTTP head deadline      [10]
+    RATE_LIMIT_MESSAGE_LIMIT             message+reaction / min  [30]
+    RATE_LIMIT_JOIN_LIMIT                join / min              [5]
+    RATE_LIMIT_FRAME_LIMIT               frames / min            [300]
+    RATE_LIMIT_CONNECTION_LIMIT_PER_IP   open connections per IP [10]
+    RATE_LIMIT_MAX_MESSAGE_SIZE          bytes per message       [10240]
+    MAX_CONNECTIONS                      WebSocket connections   [4096]
+    MAX_ROOMS                            rooms                   [1024]
+    MAX_ROOM_USERS                       members per room        [64]
+    HEARTBEAT_INTERVAL_SECS              ping interval           [30]
+    SHUTDOWN_TIMEOUT_SECS                graceful shutdown limit [5]
+    BLOCK_STRIKE_LIMIT                   strikes/min to block IP [20]
+    TRUSTED_PROXIES                      proxy IPs for X-Forwarded-For []
+    ALLOWED_ORIGINS                      allowed Origin values   [any]
+    RUST_LOG                             log filter              [info]
+    LOG_FORMAT                           text or json            [text]
+
+Endpoints: GET /health, GET /metrics, GET /ws (WebSocket).
+Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration.
+";
+
+fn main() -> ExitCode {
+    if let Some(arg) = std::env::args().nth(1) {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "-V" | "--version" => {
+                println!("rtce2ee-whisper {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("rtce2ee-whisper: unknown argument {other:?} (try --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+
+    let cfg = match config::Config::load(&config::Source::from_process()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("rtce2ee-whisper: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&cfg);
+
+    let listener = match systemd::inherited_listener() {
+        Some(l) => {
+            log::info!("using the listening socket passed by systemd");
+            l
+        }
+        None => match std::net::TcpListener::bind((cfg.host.as_str(), cfg.port)) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot listen on {}:{}: {e}", cfg.host, cfg.port);
+                return ExitCode::from(1);
+            }
+        },
+    };
+    ExitCode::from(server::run(cfg, listener) as u8)
+}

@@ -1,0 +1,434 @@
+//! One WebSocket connection after the upgrade: reads frames through
+//! async-tungstenite, applies the per-connection budgets, dispatches requests
+//! to the [`Hub`], and writes what the hub queued for it.
+//!
+//! A session is one hand-written future rather than a reader task and a
+//! writer task: one allocation per connection, and one wake-up serves both
+//! directions. Reading is gated on socket readiness so that being woken to
+//! write never costs an extra `read` syscall.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{self, Message, error::CapacityError};
+use smol::stream::Stream;
+use smol::{Async, Timer};
+
+use crate::clock;
+use crate::config::Config;
+use crate::limits::Budget;
+use crate::protocol::{self, ErrorCode};
+use crate::rooms::{Close, ConnId, Hub};
+
+/// Frames handled in one poll before yielding to other tasks, so one busy
+/// connection cannot starve the writers of the rooms it feeds.
+const READ_BATCH: usize = 4;
+/// How long a closing connection may take to flush its close frame (and, for
+/// a server-initiated close, to answer it) before the TCP connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// tungstenite's read chunk and initial buffer. Small: the buffer lives as long
+/// as the connection (see the README's memory section).
+pub const READ_BUFFER_BYTES: usize = 512;
+
+/// The byte stream tungstenite reads from. Writes are discarded: the relay
+/// frames and writes everything itself (`Hub::poll_flush`), including the
+/// pong and close replies tungstenite would otherwise queue.
+pub struct WsIo {
+    sock: Arc<Async<TcpStream>>,
+    /// The socket may have data: try `read` before waiting for readiness.
+    readable: bool,
+}
+
+impl smol::io::AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if !this.readable {
+                std::task::ready!(this.sock.poll_readable(cx))?;
+                this.readable = true;
+            }
+            let mut stream: &TcpStream = this.sock.get_ref();
+            match stream.read(buf) {
+                Ok(n) => {
+                    // A short read means the socket is drained for now.
+                    if n < buf.len() {
+                        this.readable = false;
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl smol::io::AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// tungstenite's configuration: size limits from the contract, small buffers.
+pub fn ws_config(cfg: &Config) -> WebSocketConfig {
+    let max = cfg.max_message_size as usize;
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4096)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// Per-connection budgets (message + reaction, join, all frames).
+#[derive(Default)]
+struct Budgets {
+    messages: Budget,
+    joins: Budget,
+    frames: Budget,
+}
+
+/// A WebSocket connection's future. It completes when the connection is done;
+/// dropping it removes the connection from the hub.
+pub struct Session {
+    id: ConnId,
+    hub: Rc<RefCell<Hub>>,
+    cfg: Rc<Config>,
+    sock: Arc<Async<TcpStream>>,
+    ws: WebSocketStream<WsIo>,
+    budgets: Budgets,
+    /// The peer sent its close frame (or is gone): stop reading.
+    peer_closed: bool,
+    /// Our close frame is out and the write side is shut.
+    write_shut: bool,
+    deadline: Option<Timer>,
+}
+
+impl Session {
+    /// Wraps an upgraded socket. `leftover` holds bytes read past the request head.
+    pub async fn new(
+        id: ConnId,
+        hub: Rc<RefCell<Hub>>,
+        cfg: Rc<Config>,
+        sock: Arc<Async<TcpStream>>,
+        leftover: Vec<u8>,
+    ) -> Session {
+        let io = WsIo {
+            sock: sock.clone(),
+            readable: true,
+        };
+        let role = tungstenite::protocol::Role::Server;
+        let config = Some(ws_config(&cfg));
+        let ws = if leftover.is_empty() {
+            WebSocketStream::from_raw_socket(io, role, config).await
+        } else {
+            WebSocketStream::from_partially_read(io, leftover, role, config).await
+        };
+        Session {
+            id,
+            hub,
+            cfg,
+            sock,
+            ws,
+            budgets: Budgets::default(),
+            peer_closed: false,
+            write_shut: false,
+            deadline: None,
+        }
+    }
+
+    /// Sends an error; those the contract counts as strikes are counted.
+    fn reject(&self, hub: &mut Hub, code: ErrorCode) {
+        hub.stats.protocol_errors += 1;
+        if code == ErrorCode::RateLimited {
+            hub.stats.rate_limited += 1;
+        }
+        hub.send_error(self.id, code);
+        if code.is_strike() {
+            let ip = hub.ip_of(self.id);
+            hub.strike(ip);
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        let hub_rc = self.hub.clone();
+        let mut hub = hub_rc.borrow_mut();
+        let now = clock::now_micros();
+        hub.touch(self.id, now);
+        if !self.budgets.frames.try_take(self.cfg.frame_limit, now) {
+            hub.stats.flood_closes += 1;
+            hub.begin_close(self.id, Close::Now(1008, "frame rate limit exceeded"));
+            let ip = hub.ip_of(self.id);
+            hub.strike(ip);
+            return;
+        }
+        match msg {
+            Message::Text(text) => self.on_text(&mut hub, text.as_str(), now),
+            Message::Binary(_) => self.reject(&mut hub, ErrorCode::InvalidMessage),
+            Message::Ping(payload) => {
+                hub.send_control(self.id, &protocol::pong_control_frame(&payload))
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(frame) => {
+                self.peer_closed = true;
+                let code = frame.map(|f| u16::from(f.code)).unwrap_or(1000);
+                // Echo the peer's code, as RFC 6455 suggests.
+                let code = if matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+                    code
+                } else {
+                    1000
+                };
+                hub.begin_close(self.id, Close::Now(code, ""));
+            }
+        }
+    }
+
+    fn on_text(&mut self, hub: &mut Hub, text: &str, now: u64) {
+        let id = self.id;
+        let req = match protocol::parse_request(text) {
+            Ok(req) => req,
+            Err(code) => return self.reject(hub, code),
+        };
+        let result = match &*req.kind {
+            "ping" => {
+                hub.send_pong(id);
+                Ok(())
+            }
+            "join" => {
+                if !self.budgets.joins.try_take(self.cfg.join_limit, now) {
+                    Err(ErrorCode::RateLimited)
+                } else {
+                    protocol::parse_join(req.data).and_then(|join| hub.join(id, join))
+                }
+            }
+            "leave" => hub.leave(id),
+            "message" => {
+                if !self.budgets.messages.try_take(self.cfg.message_limit, now) {
+                    Err(ErrorCode::RateLimited)
+                } else if !hub.in_room(id) {
+                    Err(ErrorCode::NotInRoom)
+                } else {
+                    match protocol::object_fields::<protocol::MessageFields<'_>>(req.data) {
+                        None => Err(ErrorCode::InvalidMessage),
+                        Some(fields) => match fields.content.and_then(protocol::string_value) {
+                            Some(c) if protocol::is_valid_content(&c) => hub.relay_message(id, &c),
+                            _ => Err(ErrorCode::InvalidContent),
+                        },
+                    }
+                }
+            }
+            "typing" => {
+                if !hub.in_room(id) {
+                    Err(ErrorCode::NotInRoom)
+                } else {
+                    let flag = protocol::object_fields::<protocol::TypingFields<'_>>(req.data)
+                        .and_then(|f| f.is_typing)
+                        .and_then(|raw| match raw.get() {
+                            "true" => Some(true),
+                            "false" => Some(false),
+                            _ => None,
+                        });
+                    match flag {
+                        Some(flag) => hub.typing(id, flag),
+                        None => Err(ErrorCode::InvalidMessage),
+                    }
+                }
+            }
+            "reaction" => {
+                if !self.budgets.messages.try_take(self.cfg.message_limit, now) {
+                    Err(ErrorCode::RateLimited)
+                } else {
+                    match protocol::object_fields::<protocol::ReactionFields<'_>>(req.data) {
+                        None => Err(ErrorCode::InvalidMessage),
+                        Some(fields) => {
+                            let message_id = fields.message_id.and_then(protocol::string_value);
+                            let emoji = fields.emoji.and_then(protocol::string_value);
+                            match (message_id, emoji) {
+                                (Some(m), _) if !protocol::is_valid_id(&m) => {
+                                    Err(ErrorCode::InvalidMessage)
+                                }
+                                (None, _) => Err(ErrorCode::InvalidMessage),
+                                (_, None) => Err(ErrorCode::InvalidEmoji),
+                                (_, Some(e)) if !protocol::is_valid_emoji(&e) => {
+                                    Err(ErrorCode::InvalidEmoji)
+                                }
+                                (Some(m), Some(e)) => hub.reaction(id, &m, &e),
+                            }
+                        }
+                    }
+                }
+            }
+            _ => Err(ErrorCode::InvalidMessage),
+        };
+        if let Err(code) = result {
+            if code == ErrorCode::RateLimited {
+                hub.stats.rate_limited += 1;
+                hub.stats.protocol_errors += 1;
+                let (budget, limit) = if req.kind == "join" {
+                    (&self.budgets.joins, self.cfg.join_limit)
+                } else {
+                    (&self.budgets.messages, self.cfg.message_limit)
+                };
+                let wait = budget.retry_after_secs(limit, now);
+                let text = format!("too many {} frames; retry in {wait} s", req.kind);
+                hub.send_error_text(id, code.as_str(), &text);
+                let ip = hub.ip_of(id);
+                hub.strike(ip);
+            } else {
+                self.reject(hub, code);
+            }
+        }
+    }
+
+    fn on_error(&mut self, err: tungstenite::Error) {
+        let hub_rc = self.hub.clone();
+        let mut hub = hub_rc.borrow_mut();
+        let id = self.id;
+        match err {
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
+                hub.stats.oversize_messages += 1;
+                hub.send_error(id, ErrorCode::MessageTooLarge);
+                hub.begin_close(id, Close::Now(1009, "message too large"));
+                let ip = hub.ip_of(id);
+                hub.strike(ip);
+            }
+            tungstenite::Error::Utf8(_) => hub.begin_close(id, Close::Now(1007, "invalid UTF-8")),
+            tungstenite::Error::Protocol(_) | tungstenite::Error::Capacity(_) => {
+                hub.begin_close(id, Close::Now(1002, "protocol error"))
+            }
+            _ => hub.begin_close(id, Close::Drop),
+        }
+        // The stream is unusable after an error; what follows is raw reading.
+        self.peer_closed = true;
+    }
+
+    /// Reads and handles up to `READ_BATCH` frames. Ready(()) when the peer is gone.
+    fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..READ_BATCH {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(msg))) => self.on_message(msg),
+                Poll::Ready(Some(Err(e))) => {
+                    self.on_error(e);
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+            if self.hub.borrow().close_state(self.id) != Close::Open {
+                return Poll::Pending;
+            }
+        }
+        // More may be buffered: come back after the others had a turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// After our close frame: discard whatever arrives until EOF.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 256];
+        loop {
+            match self.sock.poll_readable(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut stream: &TcpStream = self.sock.get_ref();
+            match stream.read(&mut scratch) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
+    fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let close = self.hub.borrow().close_state(self.id);
+        match close {
+            Close::Drop => return Poll::Ready(()),
+            Close::Open => {
+                if self.poll_frames(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Close::Drain(..) | Close::Now(..) => {
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Timer::after(CLOSE_GRACE));
+                if Pin::new(deadline).poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+        }
+        let flushed = {
+            let mut hub = self.hub.borrow_mut();
+            let r = hub.poll_flush(self.id, &self.sock, cx);
+            match r {
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => hub.close_sent(self.id),
+                Poll::Pending => false,
+            }
+        };
+        if !flushed {
+            // Anything that closed the connection while we handled frames
+            // wants a turn of its own (timer, close frame).
+            if self.hub.borrow().close_state(self.id) != close {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+        if self.peer_closed {
+            return Poll::Ready(());
+        }
+        if !self.write_shut {
+            self.write_shut = true;
+            let _ = self.sock.get_ref().shutdown(Shutdown::Write);
+        }
+        self.poll_linger(cx)
+    }
+}
+
+impl Future for Session {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.hub.borrow_mut().enter(this.id, cx.waker());
+        let result = this.poll_session(cx);
+        this.hub.borrow_mut().exit();
+        result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(mut hub) = self.hub.try_borrow_mut() {
+            hub.remove_conn(self.id);
+        }
+    }
+}
