@@ -519,7 +519,8 @@ impl Hub {
             self.queued_bytes += rest.len();
             conn.partial = 0;
         }
-        for seq in conn.cursor..room.end() {
+        // Entries before `base` were trimmed: they were never this member's to send.
+        for seq in conn.cursor.max(room.base)..room.end() {
             let entry = &mut room.log[(seq - room.base) as usize];
             if entry.skip != id {
                 entry.remaining -= 1;
@@ -577,9 +578,10 @@ impl Hub {
                 break;
             }
             let base = room.base;
+            let front_skip = room.log.front().map_or(NOBODY, |e| e.skip);
             let victim = room.members.iter().copied().find(|&m| {
                 let c = self.conn(m);
-                c.cursor == base && (hard || c.stalled)
+                c.cursor <= base && m != front_skip && (hard || c.stalled)
             });
             let Some(victim) = victim else { break };
             let name = self.conn(victim).member.as_ref().map(|m| m.id.clone());
@@ -807,7 +809,9 @@ impl Hub {
                 let mut iov: heapless::Vec<IoSlice<'_>, IOV_MAX> = heapless::Vec::new();
                 let room = (conn.room != NO_ROOM)
                     .then(|| self.rooms[conn.room as usize].as_ref().expect("room"));
-                let mut seq = conn.cursor;
+                // A cursor may lag behind `base` only over trimmed entries
+                // that skipped this member.
+                let mut seq = room.map_or(conn.cursor, |r| conn.cursor.max(r.base));
                 if let Some(room) = room
                     && conn.partial > 0
                 {
@@ -869,6 +873,9 @@ impl Hub {
         };
         let mut passed_front = false;
         let mut delivered = 0u64;
+        if let Some(room) = room.as_deref() {
+            conn.cursor = conn.cursor.max(room.base);
+        }
         // 1. The rest of a half-written room frame.
         if let Some(room) = room.as_deref_mut()
             && conn.partial > 0
