@@ -38,6 +38,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// tungstenite's read chunk and initial buffer. Small: the buffer lives as long
 /// as the connection (see the README's memory section).
 pub const READ_BUFFER_BYTES: usize = 512;
+/// Kernel send buffer of an upgraded socket (Linux doubles it). Fixed rather
+/// than autotuned up to megabytes: it bounds the kernel memory a client that
+/// stops reading can pin, and makes such a client visible as slow sooner.
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The byte stream tungstenite reads from. Writes are discarded: the relay
 /// frames and writes everything itself (`Hub::poll_flush`), including the
@@ -137,6 +141,11 @@ impl Session {
         sock: Arc<Async<TcpStream>>,
         leftover: Vec<u8>,
     ) -> Session {
+        let _ = nix::sys::socket::setsockopt(
+            sock.get_ref(),
+            nix::sys::socket::sockopt::SndBuf,
+            &SEND_BUFFER_BYTES,
+        );
         let io = WsIo {
             sock: sock.clone(),
             readable: true,
@@ -347,7 +356,8 @@ impl Session {
         Poll::Pending
     }
 
-    /// After our close frame: discard whatever arrives until EOF.
+    /// After our close frame: wait for the peer's answer (its close frame or
+    /// EOF), then let the connection drop. What arrives is discarded.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut scratch = [0u8; 256];
         loop {
@@ -358,8 +368,7 @@ impl Session {
             }
             let mut stream: &TcpStream = self.sock.get_ref();
             match stream.read(&mut scratch) {
-                Ok(0) => return Poll::Ready(()),
-                Ok(_) => {}
+                Ok(_) => return Poll::Ready(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Poll::Ready(()),

@@ -334,7 +334,11 @@ impl Client {
     pub fn recv_close(&mut self) -> Option<u16> {
         for _ in 0..10_000 {
             match self.next_event(Duration::from_secs(10)) {
-                Some(Event::Closed(code)) => return code,
+                Some(Event::Closed(code)) => {
+                    // Send tungstenite's queued close reply, as a browser would.
+                    let _ = self.ws.flush();
+                    return code;
+                }
                 Some(_) => continue,
                 None => panic!("no close frame"),
             }
