@@ -39,6 +39,10 @@ pub fn init(cfg: &Config) {
     let journal = stderr_is_journal();
     env_logger::Builder::new()
         .parse_filters(&cfg.rust_log)
+        // tungstenite traces frame payloads: never let it log, whatever
+        // RUST_LOG says, so no log line can carry message content.
+        .filter_module("tungstenite", log::LevelFilter::Off)
+        .filter_module("async_tungstenite", log::LevelFilter::Off)
         .format(move |buf, record| {
             if journal {
                 write!(buf, "<{}>", priority(record.level()))?;
@@ -66,13 +70,17 @@ pub fn init(cfg: &Config) {
                     }
                 }
                 LogFormat::Json => {
-                    let line = serde_json::json!({
-                        "timestamp": clock::rfc3339(clock::unix_millis(), true),
-                        "level": record.level().as_str(),
-                        "target": record.target(),
-                        "message": record.args().to_string(),
-                    });
-                    writeln!(buf, "{line}")
+                    let mut line = Vec::with_capacity(160);
+                    line.extend_from_slice(b"{\"timestamp\":\"");
+                    line.extend_from_slice(clock::rfc3339(clock::unix_millis(), true).as_bytes());
+                    line.extend_from_slice(b"\",\"level\":\"");
+                    line.extend_from_slice(record.level().as_str().as_bytes());
+                    line.extend_from_slice(b"\",\"target\":");
+                    crate::protocol::push_json_string(&mut line, record.target());
+                    line.extend_from_slice(b",\"message\":");
+                    crate::protocol::push_json_string(&mut line, &record.args().to_string());
+                    line.extend_from_slice(b"}\n");
+                    buf.write_all(&line)
                 }
             }
         })

@@ -77,7 +77,11 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find("listening on ") {
-                    let addr = line[i + 13..].trim_end_matches(['"', '}']).trim();
+                    // `listening on 127.0.0.1:PORT`, in text or inside a JSON string.
+                    let addr: String = line[i + 13..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '[' | ']'))
+                        .collect();
                     if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
                         && let Some(tx) = tx.take()
                     {
