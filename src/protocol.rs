@@ -180,7 +180,7 @@ pub fn parse_request(text: &str) -> Result<Request<'_>, ErrorCode> {
         Ok(env) => {
             let kind = env
                 .kind
-                .and_then(|raw| string_value(raw))
+                .and_then(string_value)
                 .ok_or(ErrorCode::InvalidMessage)?;
             Ok(Request {
                 kind,

@@ -905,7 +905,7 @@ impl Hub {
             conn.private_sent = 0;
         }
         // 3. Room frames, skipping entries not meant for this connection.
-        if let Some(room) = room.as_deref_mut() {
+        if let Some(room) = room {
             while conn.cursor < room.end() {
                 let e = &mut room.log[(conn.cursor - room.base) as usize];
                 if e.skip == id {

@@ -24,6 +24,8 @@ impl Notifier {
                 None => SocketAddr::from_pathname(&path).ok()?,
             };
             let sock = UnixDatagram::unbound().ok()?;
+            // Never let a slow or stuck receiver block the event loop.
+            sock.set_nonblocking(true).ok()?;
             Some(Rc::new((sock, addr)))
         });
         let for_us = std::env::var("WATCHDOG_PID")
