@@ -35,8 +35,9 @@ pub const ROOM_LOG_MAX_ENTRIES: usize = 1024;
 /// past it, pushing to a room evicts that room's laggards.
 pub const QUEUE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// A connection's private buffer may hold this much unsent data before the
-/// connection counts as a slow consumer.
-pub const PRIVATE_MAX_BYTES: usize = 64 * 1024;
+/// connection counts as a slow consumer (one more frame may always be added,
+/// so a member list of a full room fits).
+pub const PRIVATE_MAX_BYTES: usize = 16 * 1024;
 /// Vectored writes gather at most this many frames.
 const IOV_MAX: usize = 64;
 
@@ -336,7 +337,8 @@ impl Hub {
         if conn.close_queued || conn.close == Close::Drop {
             return;
         }
-        if conn.private.len() - conn.private_sent > PRIVATE_MAX_BYTES {
+        let pending = conn.private.len() - conn.private_sent;
+        if pending > PRIVATE_MAX_BYTES || (pending > 0 && self.queued_bytes > QUEUE_BUDGET_BYTES) {
             self.stats.slow_consumer_closes += 1;
             self.begin_close(id, Close::Now(1013, "try again later"));
             return;
