@@ -441,3 +441,15 @@ impl Drop for Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Per-connection state is part of the README's memory formula: keep it small.
+    #[test]
+    fn per_connection_state_stays_small() {
+        let session = std::mem::size_of::<super::Session>();
+        let conn = std::mem::size_of::<crate::rooms::Conn>();
+        assert!(session <= 512, "Session is {session} bytes");
+        assert!(conn <= 160, "Conn is {conn} bytes");
+    }
+}
