@@ -1,0 +1,2 @@
+//! whisper-bench: the load generator and benchmark suite (placeholder).
+fn main() {}
