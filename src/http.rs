@@ -453,4 +453,24 @@ mod tests {
         assert!(r.contains("Content-Type: application/json\r\n"));
         assert!(r.ends_with(r#"{"type":"error","code":"NOT_FOUND","message":"no such path"}"#));
     }
+
+    #[test]
+    fn head_parser_survives_random_input() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let alphabet = b"GET /ws HTTP/1.1\r\n:aZ \t\xff";
+        for _ in 0..20_000 {
+            let len = (x % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = head_end(&bytes);
+            let _ = parse_head(&bytes);
+            x = x.wrapping_add(1);
+        }
+    }
 }

@@ -586,4 +586,33 @@ mod tests {
             vec![0x88, 5, 0x03, 0xE9, b'b', b'y', b'e']
         );
     }
+
+    /// Arbitrary bytes never make the parsers panic.
+    #[test]
+    fn parsers_survive_random_input() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"{}[]\":,.0123456789aez-_+/= \\\ntruefalsnul\xc3\xa9";
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = is_valid_content(&text);
+            let _ = is_valid_username(&text);
+            if let Ok(req) = parse_request(&text) {
+                let _ = parse_join(req.data);
+            }
+            let wrapped = format!("{{\"type\":\"join\",\"data\":{text}}}");
+            if let Ok(req) = parse_request(&wrapped) {
+                let _ = parse_join(req.data);
+            }
+        }
+    }
 }

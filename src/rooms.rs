@@ -796,6 +796,38 @@ impl Hub {
         conn.close_queued = true;
     }
 
+    /// What `id` has to write next, in order: the rest of a half-written room
+    /// frame, the private buffer, then the room frames it is behind on.
+    fn pending_slices(&self, id: ConnId) -> heapless::Vec<IoSlice<'_>, IOV_MAX> {
+        let conn = self.conn(id);
+        let mut iov = heapless::Vec::new();
+        let room =
+            (conn.room != NO_ROOM).then(|| self.rooms[conn.room as usize].as_ref().expect("room"));
+        // A cursor may lag behind `base` only over trimmed entries that
+        // skipped this member.
+        let mut seq = room.map_or(conn.cursor, |r| conn.cursor.max(r.base));
+        if let Some(room) = room
+            && conn.partial > 0
+        {
+            let e = &room.log[(seq - room.base) as usize];
+            let _ = iov.push(IoSlice::new(&e.frame[conn.partial..]));
+            seq += 1;
+        }
+        if conn.private_sent < conn.private.len() {
+            let _ = iov.push(IoSlice::new(&conn.private[conn.private_sent..]));
+        }
+        if let Some(room) = room {
+            while seq < room.end() && !iov.is_full() {
+                let e = &room.log[(seq - room.base) as usize];
+                if e.skip != id {
+                    let _ = iov.push(IoSlice::new(&e.frame));
+                }
+                seq += 1;
+            }
+        }
+        iov
+    }
+
     /// Writes as much of `id`'s pending output as the socket takes, gathering
     /// all queued frames into one vectored write. Ready when nothing is left.
     pub fn poll_flush(
@@ -807,39 +839,12 @@ impl Hub {
         loop {
             self.queue_close_if_due(id);
             let result = {
-                let conn = self.conn(id);
-                let mut iov: heapless::Vec<IoSlice<'_>, IOV_MAX> = heapless::Vec::new();
-                let room = (conn.room != NO_ROOM)
-                    .then(|| self.rooms[conn.room as usize].as_ref().expect("room"));
-                // A cursor may lag behind `base` only over trimmed entries
-                // that skipped this member.
-                let mut seq = room.map_or(conn.cursor, |r| conn.cursor.max(r.base));
-                if let Some(room) = room
-                    && conn.partial > 0
-                {
-                    let e = &room.log[(seq - room.base) as usize];
-                    let _ = iov.push(IoSlice::new(&e.frame[conn.partial..]));
-                    seq += 1;
-                }
-                if conn.private_sent < conn.private.len() {
-                    let _ = iov.push(IoSlice::new(&conn.private[conn.private_sent..]));
-                }
-                if let Some(room) = room {
-                    while seq < room.end() && !iov.is_full() {
-                        let e = &room.log[(seq - room.base) as usize];
-                        if e.skip != id {
-                            let _ = iov.push(IoSlice::new(&e.frame));
-                        }
-                        seq += 1;
-                    }
-                }
+                let iov = self.pending_slices(id);
                 if iov.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
-                {
-                    let mut stream: &TcpStream = sock.get_ref();
-                    stream.write_vectored(&iov)
-                }
+                let mut stream: &TcpStream = sock.get_ref();
+                stream.write_vectored(&iov)
             };
             match result {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -936,5 +941,187 @@ impl Hub {
         if passed_front {
             self.trim(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use std::collections::HashMap;
+
+    fn hub(env: &[(&str, &str)]) -> Hub {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Hub::new(&Config::load(&Source::from_maps(env, HashMap::new())).unwrap())
+    }
+
+    fn conn(hub: &mut Hub) -> ConnId {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        hub.add_conn(ip)
+    }
+
+    fn join(hub: &mut Hub, id: ConnId, room: &str, user: &str) -> Result<(), ErrorCode> {
+        let raw = format!(r#"{{"room":"{room}","user":{{"id":"{user}","name":"{user}"}}}}"#);
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+        hub.join(id, protocol::parse_join(Some(&raw)).unwrap())
+    }
+
+    /// Takes up to `limit` pending bytes of `id` as if the socket accepted
+    /// them, and returns the text frames that were completed.
+    fn write(hub: &mut Hub, id: ConnId, limit: usize) -> Vec<u8> {
+        let bytes: Vec<u8> = hub
+            .pending_slices(id)
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        let n = bytes.len().min(limit);
+        hub.consume(id, n);
+        bytes[..n].to_vec()
+    }
+
+    /// Splits server frames (unmasked) into JSON texts.
+    fn frames(mut bytes: &[u8]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while bytes.len() >= 2 {
+            let (len, start) = match bytes[1] {
+                126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            if bytes[0] == 0x81 {
+                out.push(serde_json::from_slice(&bytes[start..start + len]).unwrap());
+            }
+            bytes = &bytes[start + len..];
+        }
+        out
+    }
+
+    fn drain(hub: &mut Hub, id: ConnId) -> Vec<serde_json::Value> {
+        frames(&write(hub, id, usize::MAX))
+    }
+
+    #[test]
+    fn membership_and_fan_out() {
+        let mut h = hub(&[]);
+        let (a, b, c) = (conn(&mut h), conn(&mut h), conn(&mut h));
+        join(&mut h, a, "r", "a").unwrap();
+        join(&mut h, b, "r", "b").unwrap();
+        assert_eq!(h.users_in_rooms(), 2);
+        let got_a = drain(&mut h, a);
+        assert_eq!(
+            got_a
+                .iter()
+                .map(|v| v["type"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["userList", "userJoined"]
+        );
+        let got_b = drain(&mut h, b);
+        assert_eq!(got_b.len(), 1);
+        assert_eq!(got_b[0]["users"].as_array().unwrap().len(), 2);
+        assert_eq!(join(&mut h, c, "r", "a"), Err(ErrorCode::UserIdTaken));
+        h.relay_message(a, "QUJD").unwrap();
+        h.typing(a, true).unwrap();
+        assert_eq!(
+            drain(&mut h, a).len(),
+            1,
+            "the typist does not get its own userTyping"
+        );
+        assert_eq!(drain(&mut h, b).len(), 2);
+        assert_eq!(h.queued_bytes(), 0, "every byte queued was sent");
+        assert_eq!(h.leave(c), Err(ErrorCode::NotInRoom));
+        h.remove_conn(b);
+        assert_eq!(
+            drain(&mut h, a)[0],
+            serde_json::json!({"type":"userLeft","userId":"b"})
+        );
+        h.remove_conn(a);
+        assert_eq!(h.active_rooms(), 0);
+        assert_eq!(
+            (h.users_in_rooms(), h.queued_bytes(), h.open_connections()),
+            (0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn room_and_server_capacity() {
+        let mut h = hub(&[("MAX_ROOM_USERS", "2"), ("MAX_ROOMS", "1")]);
+        let ids: Vec<_> = (0..3).map(|_| conn(&mut h)).collect();
+        join(&mut h, ids[0], "r", "u0").unwrap();
+        join(&mut h, ids[1], "r", "u1").unwrap();
+        assert_eq!(join(&mut h, ids[2], "r", "u2"), Err(ErrorCode::RoomFull));
+        assert_eq!(
+            join(&mut h, ids[2], "s", "u2"),
+            Err(ErrorCode::TooManyRooms)
+        );
+        // Moving the only member of a room frees the room for the new one.
+        h.remove_conn(ids[1]);
+        join(&mut h, ids[0], "s", "u0").unwrap();
+        assert_eq!(h.active_rooms(), 1);
+    }
+
+    #[test]
+    fn half_written_frames_are_finished_and_order_is_kept() {
+        let mut h = hub(&[]);
+        let (a, b) = (conn(&mut h), conn(&mut h));
+        join(&mut h, a, "r", "a").unwrap();
+        join(&mut h, b, "r", "b").unwrap();
+        drain(&mut h, a);
+        drain(&mut h, b);
+        for _ in 0..3 {
+            h.relay_message(a, "QUJD").unwrap();
+        }
+        // b's socket takes a few bytes at a time; a private error slips in.
+        let mut bytes = write(&mut h, b, 7);
+        h.send_error(b, ErrorCode::InvalidJson);
+        while !h.is_drained(b) {
+            bytes.extend(write(&mut h, b, 5));
+        }
+        let got = frames(&bytes);
+        let kinds: Vec<_> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["message", "error", "message", "message"]);
+        // Leaving with a half-written frame still completes that frame.
+        h.relay_message(a, "QUJD").unwrap();
+        let mut bytes = write(&mut h, b, 10);
+        h.leave(b).unwrap();
+        bytes.extend(write(&mut h, b, usize::MAX));
+        assert_eq!(frames(&bytes).len(), 1);
+        drain(&mut h, a);
+        assert_eq!(h.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn laggards_are_evicted_when_the_log_is_full() {
+        let mut h = hub(&[("RATE_LIMIT_MAX_MESSAGE_SIZE", "20000")]);
+        let (a, slow) = (conn(&mut h), conn(&mut h));
+        join(&mut h, a, "r", "a").unwrap();
+        join(&mut h, slow, "r", "slow").unwrap();
+        drain(&mut h, slow);
+        let content = "A".repeat(16_000);
+        let mut evicted_after = None;
+        let mut seen_by_a = Vec::new();
+        for i in 0..40 {
+            h.relay_message(a, &content).unwrap();
+            seen_by_a.extend(drain(&mut h, a));
+            if h.close_state(slow) != Close::Open {
+                evicted_after = Some(i);
+                break;
+            }
+        }
+        // Not stalled (never hit a full socket): only the hard limit evicts it.
+        let n = evicted_after.expect("slow member evicted");
+        assert!(n * 16_000 >= ROOM_LOG_SOFT_BYTES, "evicted after {n}");
+        assert!(n * 16_000 <= ROOM_LOG_HARD_BYTES);
+        assert_eq!(h.close_state(slow), Close::Now(1013, "try again later"));
+        assert!(!h.in_room(slow));
+        assert_eq!(h.stats.slow_consumer_closes, 1);
+        assert_eq!(h.users_in_rooms(), 1);
+        assert_eq!(seen_by_a.last().unwrap()["type"], "userLeft");
+        assert_eq!(seen_by_a.last().unwrap()["userId"], "slow");
     }
 }

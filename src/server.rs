@@ -26,6 +26,8 @@ use crate::{shutdown, systemd};
 pub const MAX_PENDING: u32 = 256;
 /// Of those, from one client IP.
 pub const MAX_PENDING_PER_IP: u32 = 16;
+/// How long a finished HTTP exchange waits for the client to close.
+const LINGER: Duration = Duration::from_secs(2);
 /// `Retry-After` for refusals that are not blocks.
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -193,7 +195,10 @@ async fn read_head(sock: &Async<TcpStream>) -> Result<(http::Request, Vec<u8>), 
     }
 }
 
-/// Writes a response (bounded by the handshake timeout) and ends the connection.
+/// Writes a response (bounded by the handshake timeout) and ends the
+/// connection. What the client still sends (a request body, say) is read and
+/// discarded for a moment first: closing a socket with unread input makes the
+/// kernel answer with a reset, which can destroy the response in flight.
 async fn respond(shared: &Shared, sock: &Async<TcpStream>, bytes: &[u8]) {
     let limit = Duration::from_secs(shared.cfg.handshake_timeout_secs.into());
     let write = async {
@@ -205,6 +210,21 @@ async fn respond(shared: &Shared, sock: &Async<TcpStream>, bytes: &[u8]) {
         })
         .await;
     let _ = sock.get_ref().shutdown(Shutdown::Write);
+    let drain = async {
+        let mut scratch = [0u8; 512];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match (&*sock).read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(LINGER).await;
+        })
+        .await;
 }
 
 fn snapshot(shared: &Shared) -> Snapshot {

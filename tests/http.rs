@@ -264,3 +264,18 @@ fn bad_websocket_version_or_key() {
     let req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
     assert_eq!(http(srv.port, req).status, 400);
 }
+
+#[test]
+fn refused_request_with_a_body_still_gets_its_answer() {
+    let srv = Server::start(&[]);
+    let body = "x".repeat(20_000);
+    let req = format!(
+        "POST /health HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..5 {
+        let r = http(srv.port, &req);
+        assert_eq!(r.status, 405);
+        assert_eq!(r.json()["type"], "error");
+    }
+}
