@@ -129,6 +129,9 @@ pub struct Session {
     peer_closed: bool,
     /// Our close frame is out and the write side is shut.
     write_shut: bool,
+    /// tungstenite may hold a complete frame or the socket may be readable;
+    /// false only after tungstenite asked for more bytes.
+    may_have_frames: bool,
     deadline: Option<Timer>,
 }
 
@@ -166,6 +169,7 @@ impl Session {
             budgets: Budgets::default(),
             peer_closed: false,
             write_shut: false,
+            may_have_frames: true,
             deadline: None,
         }
     }
@@ -337,6 +341,19 @@ impl Session {
 
     /// Reads and handles up to `READ_BATCH` frames. Ready(()) when the peer is gone.
     fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Woken to write, with tungstenite holding no complete frame: skip the
+        // whole read path unless the socket has news.
+        if !self.may_have_frames {
+            match self.sock.poll_readable(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(_) => {
+                    // The readiness event is consumed here: tell the reader
+                    // to try `read` rather than wait for another one.
+                    self.may_have_frames = true;
+                    self.ws.get_mut().readable = true;
+                }
+            }
+        }
         for _ in 0..READ_BATCH {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => self.on_message(msg),
@@ -345,7 +362,11 @@ impl Session {
                     return Poll::Pending;
                 }
                 Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // tungstenite needs more bytes: nothing complete is buffered.
+                    self.may_have_frames = false;
+                    return Poll::Pending;
+                }
             }
             if self.hub.borrow().close_state(self.id) != Close::Open {
                 return Poll::Pending;
