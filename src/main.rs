@@ -2,6 +2,7 @@
 
 mod clock;
 mod config;
+mod handshake;
 mod http;
 mod limits;
 mod logging;

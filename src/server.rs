@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor, Timer};
@@ -19,7 +18,7 @@ use crate::http::{self, Route, Snapshot};
 use crate::limits::{Refusal, canonical_ip};
 use crate::rooms::Hub;
 use crate::session::Session;
-use crate::{shutdown, systemd};
+use crate::{handshake, shutdown, systemd};
 
 /// Connections that may be in their HTTP phase at once; each holds a head
 /// buffer of up to 8 KiB for at most `HANDSHAKE_TIMEOUT_SECS`.
@@ -453,7 +452,7 @@ fn upgrade(
         }
     }
     let id = hub.add_conn(ip);
-    Ok((id, derive_accept_key(key.as_bytes())))
+    Ok((id, handshake::accept_key(key)))
 }
 
 /// Pings every connection each interval and drops those silent for 2.5
