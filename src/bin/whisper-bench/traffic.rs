@@ -277,6 +277,46 @@ impl Outbox {
     }
 }
 
+/// Joined members whose frames are being read, with their shared counters.
+pub struct Crowd {
+    /// One per member, in seat order.
+    pub outboxes: Vec<Rc<Outbox>>,
+    pub readers: Vec<Task<()>>,
+    pub tally: Rc<Tally>,
+    pub control: Rc<Control>,
+}
+
+/// Starts a receive loop for every member. `receivers` is how many members
+/// get each message a member sends; `filler` pads the messages it sends.
+pub fn start_receivers(
+    ex: &LocalExecutor<'static>,
+    members: Vec<Joined>,
+    receivers: u32,
+    filler: usize,
+) -> Crowd {
+    let tally = Rc::new(Tally::default());
+    let control = Rc::new(Control::default());
+    let mut outboxes = Vec::with_capacity(members.len());
+    let mut readers = Vec::with_capacity(members.len());
+    for (i, member) in members.into_iter().enumerate() {
+        let outbox = Outbox::new(i as u32, member.writer, receivers, filler);
+        let receive = receive_loop(
+            member.reader,
+            outbox.clone(),
+            tally.clone(),
+            control.clone(),
+        );
+        readers.push(ex.spawn(receive));
+        outboxes.push(outbox);
+    }
+    Crowd {
+        outboxes,
+        readers,
+        tally,
+        control,
+    }
+}
+
 /// Reads a member's frames until the connection ends: records deliveries,
 /// answers pings, and in closed-loop mode sends the next message when the
 /// member's own echo arrives.

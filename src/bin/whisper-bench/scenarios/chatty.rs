@@ -1,12 +1,11 @@
 //! `chatty`: many small rooms in which every member talks.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{Lab, capacity_env, fanout::FILLER, measure, traffic_metrics, unlimited_rates};
 use crate::client::ConnectOptions;
 use crate::relay::Relay;
-use crate::traffic::{self, Control, Outbox, Seat, Tally};
+use crate::traffic::{self, Seat};
 
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 2 << 10,
@@ -35,21 +34,9 @@ async fn talk(lab: &Lab<'_>, relay: &Relay) -> Result<(), String> {
         })
         .collect();
     let joined = traffic::open_all(lab.ex, relay.addr, seats, p.setup_limit(conns)).await?;
-    let tally = Rc::new(Tally::default());
-    let control = Rc::new(Control::default());
-    let mut outboxes = Vec::new();
-    let mut readers = Vec::new();
-    for (i, member) in joined.into_iter().enumerate() {
-        let outbox = Outbox::new(i as u32, member.writer, members, FILLER);
-        let receive = traffic::receive_loop(
-            member.reader,
-            outbox.clone(),
-            tally.clone(),
-            control.clone(),
-        );
-        readers.push(lab.ex.spawn(receive));
-        outboxes.push(outbox);
-    }
+    let crowd = traffic::start_receivers(lab.ex, joined, members, FILLER);
+    let (tally, control) = (crowd.tally.clone(), crowd.control.clone());
+    let (outboxes, readers) = (crowd.outboxes, crowd.readers);
     let period = Duration::from_secs_f64(1.0 / p.chatty_rate);
     let phase = measure(lab, relay, &tally, &control, p.chatty_phase, || {
         let first = Instant::now();

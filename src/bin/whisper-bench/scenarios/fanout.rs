@@ -1,13 +1,12 @@
 //! `fanout`: rooms of many members with one sender each, first at a fixed
 //! offered rate, then closed-loop at the relay's maximum.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{Lab, capacity_env, measure, traffic_metrics, unlimited_rates};
 use crate::client::ConnectOptions;
 use crate::relay::Relay;
-use crate::traffic::{self, Control, Outbox, Seat, Tally};
+use crate::traffic::{self, Seat};
 
 /// Members read a lot: a buffer that takes a full vectored write of the relay.
 const OPTS: ConnectOptions = ConnectOptions {
@@ -41,24 +40,11 @@ async fn phases(lab: &Lab<'_>, relay: &Relay) -> Result<(), String> {
         .collect();
     let joined =
         traffic::open_all(lab.ex, relay.addr, seats, p.setup_limit(rooms * members)).await?;
-    let tally = Rc::new(Tally::default());
-    let control = Rc::new(Control::default());
-    let mut senders = Vec::new();
-    let mut readers = Vec::new();
-    for (i, member) in joined.into_iter().enumerate() {
-        let outbox = Outbox::new(i as u32, member.writer, members, FILLER);
-        let receive = traffic::receive_loop(
-            member.reader,
-            outbox.clone(),
-            tally.clone(),
-            control.clone(),
-        );
-        readers.push(lab.ex.spawn(receive));
-        // Seat i joins room i % rooms: the first `rooms` seats cover each once.
-        if i < rooms as usize {
-            senders.push(outbox);
-        }
-    }
+    let crowd = traffic::start_receivers(lab.ex, joined, members, FILLER);
+    let (tally, control) = (crowd.tally.clone(), crowd.control.clone());
+    // Seat i joins room i % rooms: the first `rooms` seats cover each once.
+    let senders = crowd.outboxes[..rooms as usize].to_vec();
+    let readers = crowd.readers;
 
     let period = Duration::from_secs(1) / p.fanout_rate;
     let phase = measure(lab, relay, &tally, &control, p.fanout_phase, || {

@@ -3,7 +3,6 @@
 //! limit. Peak memory against the README's formula, and no losses for the
 //! members that do read.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{Lab, capacity_env, health, health_stat, measure, traffic_metrics};
@@ -12,7 +11,7 @@ use crate::formula;
 use crate::proc;
 use crate::relay::Relay;
 use crate::report::Metric;
-use crate::traffic::{self, Control, Joined, Outbox, Seat, Tally};
+use crate::traffic::{self, Joined, Seat, Tally};
 
 /// Readers take a frame or two per read.
 const READER: ConnectOptions = ConnectOptions {
@@ -73,21 +72,9 @@ async fn load(lab: &Lab<'_>, relay: &mut Relay, rooms: u32) -> Result<(), String
     let readers: Vec<Joined> = joined.split_off(rooms as usize);
     let _silent = joined;
 
-    let tally = Rc::new(Tally::default());
-    let control = Rc::new(Control::default());
-    let mut outboxes = Vec::new();
-    let mut tasks = Vec::new();
-    for (i, member) in readers.into_iter().enumerate() {
-        let outbox = Outbox::new(i as u32, member.writer, readers_per_room, FILLER);
-        let receive = traffic::receive_loop(
-            member.reader,
-            outbox.clone(),
-            tally.clone(),
-            control.clone(),
-        );
-        tasks.push(lab.ex.spawn(receive));
-        outboxes.push(outbox);
-    }
+    let crowd = traffic::start_receivers(lab.ex, readers, readers_per_room, FILLER);
+    let (tally, control) = (crowd.tally.clone(), crowd.control.clone());
+    let (outboxes, tasks) = (crowd.outboxes, crowd.readers);
     let phase = measure(lab, relay, &tally, &control, p.worst_phase, || {
         let first = Instant::now();
         let n = outboxes.len() as f64;
