@@ -38,7 +38,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// tungstenite's read chunk and initial buffer. Small: the buffer lives as long
 /// as the connection (see the README's memory section).
 pub const READ_BUFFER_BYTES: usize = 512;
-/// Kernel send buffer of an upgraded socket (Linux doubles it). Fixed rather
+/// Kernel send buffer of every client socket (Linux doubles it). Fixed rather
 /// than autotuned up to megabytes: it bounds the kernel memory a client that
 /// stops reading can pin, and makes such a client visible as slow sooner.
 pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
@@ -144,14 +144,13 @@ impl Session {
         sock: Arc<Async<TcpStream>>,
         leftover: Vec<u8>,
     ) -> Session {
-        let _ = nix::sys::socket::setsockopt(
-            sock.get_ref(),
-            nix::sys::socket::sockopt::SndBuf,
-            &SEND_BUFFER_BYTES,
-        );
+        // The socket's send buffer size and TCP_NODELAY were inherited from
+        // the listener (`server::tune_listener`).
         let io = WsIo {
             sock: sock.clone(),
-            readable: true,
+            // The client waits for the 101 before it sends frames: unless it
+            // sent some early, wait for readiness instead of trying a read.
+            readable: !leftover.is_empty(),
         };
         let role = tungstenite::protocol::Role::Server;
         let config = Some(ws_config(&cfg));

@@ -80,12 +80,15 @@ fn health_reports_shutting_down_during_shutdown() {
     let mut srv = Server::start(&[("SHUTDOWN_TIMEOUT_SECS", "3")]);
     let mut stuck = srv.connect();
     stuck.join("r", "a", "A");
-    // Open an HTTP connection before the signal; send the request after it.
+    // Start an HTTP request before the signal (so it is accepted) and finish
+    // it after.
+    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     srv.signal(Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
-    use std::io::{Read, Write};
-    s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    s.write_all(b"\r\n").unwrap();
     let mut buf = Vec::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.read_to_end(&mut buf);
