@@ -14,6 +14,9 @@ pub enum Kind {
     CpuPerDelivery,
     /// The floor itself: CPU nanoseconds of one loopback write of one frame.
     Floor,
+    /// The same write when the reader is asleep and must be woken: what one
+    /// write per delivery costs at a fixed, unhurried rate.
+    PacedFloor,
 }
 
 /// One number from one run.
@@ -45,6 +48,13 @@ impl Metric {
     pub fn floor(name: impl Into<String>, value: f64) -> Metric {
         Metric {
             kind: Kind::Floor,
+            ..Metric::new(name, "ns", value)
+        }
+    }
+
+    pub fn paced_floor(name: impl Into<String>, value: f64) -> Metric {
+        Metric {
+            kind: Kind::PacedFloor,
             ..Metric::new(name, "ns", value)
         }
     }
@@ -114,10 +124,15 @@ impl ScenarioReport {
 
 /// The floor (median ns per single-frame write) if the floor scenario ran.
 pub fn floor_ns(reports: &[ScenarioReport]) -> Option<f64> {
+    floor_of(reports, Kind::Floor)
+}
+
+/// The median of the first row of `kind` (a floor), if positive.
+fn floor_of(reports: &[ScenarioReport], kind: Kind) -> Option<f64> {
     reports
         .iter()
         .flat_map(|s| s.rows())
-        .find(|r| r.kind == Kind::Floor)
+        .find(|r| r.kind == kind)
         .and_then(|r| r.summary)
         .map(|s| s.median)
         .filter(|&ns| ns > 0.0)
@@ -140,17 +155,21 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
-/// One line of the table: scenario, metric, median, spread, unit, x floor.
-type Line = [String; 6];
+/// One line of the table: scenario, metric, median, spread, unit, x floor,
+/// x paced floor.
+type Line = [String; 7];
 
 /// The table lines of one scenario: its metrics, then its crash count.
-fn scenario_lines(s: &ScenarioReport, floor: Option<f64>) -> Vec<Line> {
+fn scenario_lines(s: &ScenarioReport, floors: (Option<f64>, Option<f64>)) -> Vec<Line> {
     let mut lines = Vec::new();
+    let ratio = |value: f64, floor: Option<f64>| {
+        floor.map_or(String::new(), |f| format!("{:.2}x", value / f))
+    };
     for row in s.rows() {
         let Some(sum) = row.summary else { continue };
-        let times = match (row.kind, floor) {
-            (Kind::CpuPerDelivery, Some(f)) => format!("{:.1}x", sum.median / f),
-            _ => String::new(),
+        let (times, paced) = match row.kind {
+            Kind::CpuPerDelivery => (ratio(sum.median, floors.0), ratio(sum.median, floors.1)),
+            _ => (String::new(), String::new()),
         };
         lines.push([
             s.name.into(),
@@ -159,6 +178,7 @@ fn scenario_lines(s: &ScenarioReport, floor: Option<f64>) -> Vec<Line> {
             format!("{} – {}", fmt_num(sum.min), fmt_num(sum.max)),
             row.unit.into(),
             times,
+            paced,
         ]);
     }
     if s.relays() > 0 {
@@ -167,6 +187,7 @@ fn scenario_lines(s: &ScenarioReport, floor: Option<f64>) -> Vec<Line> {
             "crashes".into(),
             s.crashes().to_string(),
             format!("of {} relay runs", s.relays()),
+            String::new(),
             String::new(),
             String::new(),
         ]);
@@ -195,7 +216,7 @@ fn scenario_notes(s: &ScenarioReport) -> Vec<String> {
 
 /// Lines as aligned columns: numbers right-aligned, words left-aligned.
 fn render(lines: &[Line]) -> String {
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for l in lines {
         for (w, cell) in widths.iter_mut().zip(l) {
             *w = (*w).max(cell.chars().count());
@@ -223,7 +244,7 @@ fn render(lines: &[Line]) -> String {
 
 /// The printed table, one line per metric, then failures and notes.
 pub fn table(reports: &[ScenarioReport]) -> String {
-    let floor = floor_ns(reports);
+    let floors = (floor_ns(reports), floor_of(reports, Kind::PacedFloor));
     let header: Line = [
         "scenario",
         "metric",
@@ -231,11 +252,12 @@ pub fn table(reports: &[ScenarioReport]) -> String {
         "min – max",
         "unit",
         "x floor",
+        "x fan floor",
     ]
     .map(String::from);
     let mut lines = vec![header];
     for s in reports {
-        lines.extend(scenario_lines(s, floor));
+        lines.extend(scenario_lines(s, floors));
     }
     let mut out = render(&lines);
     for n in reports.iter().flat_map(scenario_notes) {

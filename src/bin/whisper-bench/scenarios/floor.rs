@@ -4,7 +4,9 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
+use std::time::Duration;
 
+use nix::libc;
 use nix::sys::socket::{setsockopt, sockopt};
 
 use super::{Lab, Pinning};
@@ -18,10 +20,20 @@ const BATCH: usize = 8;
 /// The relay's fixed send buffer (see its README).
 const SEND_BUFFER: usize = 64 * 1024;
 
+/// Pause between paced writes: long enough for the reader to fall asleep.
+const PACE: Duration = Duration::from_micros(100);
+
 pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
     let writes = lab.params.floor_writes as usize;
     let single = measure(lab.pinning, writes, 1).map_err(|e| format!("floor: {e}"))?;
     lab.metric(Metric::floor("write of 1 frame", single));
+    let paced = measure_paced(lab.pinning, writes / 20).map_err(|e| format!("floor: {e}"))?;
+    lab.metric(Metric::new("write of 1 frame, reader asleep", "ns", paced));
+    let fan = measure_fan(lab.pinning, writes / 50).map_err(|e| format!("floor: {e}"))?;
+    lab.metric(Metric::paced_floor(
+        format!("fan-out write, {FAN_ROOMS}x{FAN_MEMBERS} at {FAN_RATE}/s"),
+        fan,
+    ));
     let batched = measure(lab.pinning, writes / BATCH, BATCH).map_err(|e| format!("floor: {e}"))?;
     lab.metric(Metric::new(
         format!("write of {BATCH} frames"),
@@ -34,6 +46,160 @@ pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
         batched / BATCH as f64,
     ));
     Ok(())
+}
+
+/// The fixed-rate fan-out pattern without a relay: rooms, members and rate
+/// of the `fanout` scenario.
+const FAN_ROOMS: usize = 10;
+const FAN_MEMBERS: usize = 50;
+const FAN_RATE: u32 = 2000;
+
+/// Writer-thread CPU ns per write in the fixed-rate fan-out pattern done with
+/// plain blocking writes: every `1/FAN_RATE` s the next room's message is
+/// written, one frame to each member's socket, while one reader thread (like
+/// the generator) drains all sockets through epoll. This is the cost of "one
+/// write per delivery" itself, the floor for the relay's fixed-rate fan-out.
+fn measure_fan(pinning: Option<Pinning>, messages: usize) -> io::Result<f64> {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut writers = Vec::with_capacity(FAN_ROOMS * FAN_MEMBERS);
+    let mut readers = Vec::with_capacity(FAN_ROOMS * FAN_MEMBERS);
+    for _ in 0..FAN_ROOMS * FAN_MEMBERS {
+        let w = TcpStream::connect(addr)?;
+        w.set_nodelay(true)?;
+        setsockopt(&w, sockopt::SndBuf, &SEND_BUFFER)?;
+        let (r, _) = listener.accept()?;
+        r.set_nonblocking(true)?;
+        writers.push(w);
+        readers.push(r);
+    }
+    let total = (messages * FAN_MEMBERS * FRAME_BYTES) as u64;
+    let drain = thread::spawn(move || -> io::Result<u64> {
+        if let Some(p) = pinning {
+            let _ = proc::pin_current(&proc::cpu_set(p.generator));
+        }
+        // SAFETY: plain epoll calls on descriptors owned by `readers`, which
+        // outlive the loop; `events` is a valid buffer of its stated length.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if ep < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for (i, r) in readers.iter().enumerate() {
+                let mut ev = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: i as u64,
+                };
+                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, r.as_raw_fd(), &mut ev);
+            }
+            let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut got = 0u64;
+            while got < total {
+                let n = libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 5000);
+                if n <= 0 {
+                    break;
+                }
+                for ev in &events[..n as usize] {
+                    let mut r = &readers[ev.u64 as usize];
+                    while let Ok(k) = r.read(&mut buf) {
+                        if k == 0 {
+                            break;
+                        }
+                        got += k as u64;
+                    }
+                }
+            }
+            libc::close(ep);
+            Ok(got)
+        }
+    });
+    let write = thread::spawn(move || -> io::Result<f64> {
+        if let Some(p) = pinning {
+            proc::pin_current(&proc::cpu_set(p.relay))?;
+        }
+        let frame = [b'x'; FRAME_BYTES];
+        let period = Duration::from_secs(1) / FAN_RATE;
+        let (mut timed, mut clock) = (0u64, 0u64);
+        let start = std::time::Instant::now();
+        for m in 0..messages {
+            let due = start + period * m as u32;
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                thread::sleep(wait);
+            }
+            let room = m % FAN_ROOMS;
+            let t0 = proc::thread_cpu_ns();
+            for w in &mut writers[room * FAN_MEMBERS..(room + 1) * FAN_MEMBERS] {
+                w.write_all(&frame)?;
+            }
+            let t1 = proc::thread_cpu_ns();
+            let t2 = proc::thread_cpu_ns();
+            timed += t1 - t0;
+            clock += t2 - t1;
+        }
+        drop(writers);
+        Ok(timed.saturating_sub(clock) as f64 / (messages * FAN_MEMBERS).max(1) as f64)
+    });
+    let cpu = write
+        .join()
+        .map_err(|_| io::Error::other("writer thread failed"))??;
+    let got = drain
+        .join()
+        .map_err(|_| io::Error::other("reader thread failed"))??;
+    if got != total {
+        return Err(io::Error::other(format!("{got} of {total} bytes arrived")));
+    }
+    Ok(cpu)
+}
+
+/// Writer-thread CPU ns of one single-frame write to a reader that is asleep
+/// in `read` when the frame arrives, so the write also pays for waking it:
+/// what a relay pays per delivery when messages trickle in at a fixed rate.
+/// Only the `write` call is timed; the cost of reading the clock is
+/// measured alongside and subtracted.
+fn measure_paced(pinning: Option<Pinning>, writes: usize) -> io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let mut writer = TcpStream::connect(listener.local_addr()?)?;
+    let (mut reader, _) = listener.accept()?;
+    writer.set_nodelay(true)?;
+    setsockopt(&writer, sockopt::SndBuf, &SEND_BUFFER)?;
+    let drain = thread::spawn(move || {
+        if let Some(p) = pinning {
+            let _ = proc::pin_current(&proc::cpu_set(p.generator));
+        }
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let write = thread::spawn(move || -> io::Result<f64> {
+        if let Some(p) = pinning {
+            proc::pin_current(&proc::cpu_set(p.relay))?;
+        }
+        let frame = [b'x'; FRAME_BYTES];
+        let (mut timed, mut clock) = (0u64, 0u64);
+        for _ in 0..writes {
+            thread::sleep(PACE);
+            let t0 = proc::thread_cpu_ns();
+            writer.write_all(&frame)?;
+            let t1 = proc::thread_cpu_ns();
+            let t2 = proc::thread_cpu_ns();
+            timed += t1 - t0;
+            clock += t2 - t1;
+        }
+        drop(writer);
+        Ok(timed.saturating_sub(clock) as f64 / writes.max(1) as f64)
+    });
+    let cpu = write
+        .join()
+        .map_err(|_| io::Error::other("writer thread failed"))??;
+    drain
+        .join()
+        .map_err(|_| io::Error::other("reader thread failed"))?;
+    Ok(cpu)
 }
 
 /// Writer-thread CPU ns per write of `frames` frames (one `writev`), over
