@@ -1,7 +1,6 @@
 //! Time: a monotonic clock in microseconds for budgets and deadlines, and
 //! RFC 3339 UTC formatting of wall-clock time without a date crate.
 
-use std::fmt::Write;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,20 +40,35 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Appends `n` as exactly `width` decimal digits (zero-padded).
+fn push_digits(out: &mut String, n: u64, width: u32) {
+    for i in (0..width).rev() {
+        let digit = (n / 10u64.pow(i) % 10) as u8;
+        out.push(char::from(b'0' + digit));
+    }
+}
+
 /// Appends `2026-01-06T12:00:00Z` (or `...00.123Z` with `millis`) to `out`.
+/// Digits are written by hand: this runs for every relayed message, and
+/// `write!` costs several times more.
 pub fn write_rfc3339(out: &mut String, unix_ms: u64, with_millis: bool) {
     let secs = (unix_ms / 1000) as i64;
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
+    let sod = secs.rem_euclid(86_400) as u64;
+    push_digits(out, year.clamp(0, 9999) as u64, 4);
+    out.push('-');
+    push_digits(out, month.into(), 2);
+    out.push('-');
+    push_digits(out, day.into(), 2);
+    out.push('T');
+    push_digits(out, sod / 3600, 2);
+    out.push(':');
+    push_digits(out, sod / 60 % 60, 2);
+    out.push(':');
+    push_digits(out, sod % 60, 2);
     if with_millis {
-        let _ = write!(out, ".{:03}", unix_ms % 1000);
+        out.push('.');
+        push_digits(out, unix_ms % 1000, 3);
     }
     out.push('Z');
 }

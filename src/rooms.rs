@@ -157,6 +157,21 @@ pub struct Hub {
     pub shutting_down: bool,
 }
 
+/// Appends `n` in decimal without going through `fmt`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 fn random_prefix() -> String {
     let mut bytes = [0u8; 8];
     let ok = std::fs::File::open("/dev/urandom")
@@ -662,7 +677,7 @@ impl Hub {
             out.extend_from_slice(br#"{"type":"message","id":""#);
             out.extend_from_slice(prefix.as_bytes());
             out.push(b'-');
-            out.extend_from_slice(seq.to_string().as_bytes());
+            push_decimal(out, seq);
             out.extend_from_slice(br#"","user":"#);
             out.extend_from_slice(user.as_bytes());
             out.extend_from_slice(br#","content":""#);
@@ -798,9 +813,11 @@ impl Hub {
 
     /// What `id` has to write next, in order: the rest of a half-written room
     /// frame, the private buffer, then the room frames it is behind on.
-    fn pending_slices(&self, id: ConnId) -> heapless::Vec<IoSlice<'_>, IOV_MAX> {
+    /// Fills `iov` in place: a heapless vector of slices is a kilobyte, too
+    /// big to return by value on every write.
+    fn pending_slices<'a>(&'a self, id: ConnId, iov: &mut heapless::Vec<IoSlice<'a>, IOV_MAX>) {
         let conn = self.conn(id);
-        let mut iov = heapless::Vec::new();
+        iov.clear();
         let room =
             (conn.room != NO_ROOM).then(|| self.rooms[conn.room as usize].as_ref().expect("room"));
         // A cursor may lag behind `base` only over trimmed entries that
@@ -825,7 +842,6 @@ impl Hub {
                 seq += 1;
             }
         }
-        iov
     }
 
     /// Writes as much of `id`'s pending output as the socket takes, gathering
@@ -839,7 +855,8 @@ impl Hub {
         loop {
             self.queue_close_if_due(id);
             let result = {
-                let iov = self.pending_slices(id);
+                let mut iov = heapless::Vec::new();
+                self.pending_slices(id, &mut iov);
                 if iov.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
@@ -972,11 +989,11 @@ mod tests {
     /// Takes up to `limit` pending bytes of `id` as if the socket accepted
     /// them, and returns the text frames that were completed.
     fn write(hub: &mut Hub, id: ConnId, limit: usize) -> Vec<u8> {
-        let bytes: Vec<u8> = hub
-            .pending_slices(id)
-            .iter()
-            .flat_map(|s| s.iter().copied())
-            .collect();
+        let bytes: Vec<u8> = {
+            let mut iov = heapless::Vec::new();
+            hub.pending_slices(id, &mut iov);
+            iov.iter().flat_map(|s| s.iter().copied()).collect()
+        };
         let n = bytes.len().min(limit);
         hub.consume(id, n);
         bytes[..n].to_vec()

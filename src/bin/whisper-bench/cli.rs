@@ -8,10 +8,14 @@ whisper-bench: benchmark suite of the rtce2ee-whisper relay
 
 USAGE:
     whisper-bench [--quick] [--runs N] [--only SCENARIO[,..]] [--json PATH] [--server PATH]
+                  [--messages N]
 
     --quick          one short run of each scenario with small N (well under a minute)
     --runs N         runs per scenario (default 3, --quick: 1)
-    --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor
+    --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor;
+                     `count` (never run by default) sends exactly --messages N messages
+                     to a room of 50, for instruction counting (.ci/callgrind)
+    --messages N     messages of the `count` scenario (default 1000)
     --json PATH      also write the JSON document to PATH
     --server PATH    relay binary (default: rtce2ee-whisper beside this executable)
 
@@ -29,6 +33,7 @@ pub struct Options {
     pub only: Option<Vec<String>>,
     pub json: Option<PathBuf>,
     pub server: Option<PathBuf>,
+    pub messages: Option<u32>,
 }
 
 /// What the command line asks for.
@@ -75,6 +80,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             }
             "--json" => opts.json = Some(PathBuf::from(value()?)),
             "--server" => opts.server = Some(PathBuf::from(value()?)),
+            "--messages" => {
+                let v = value()?;
+                let n = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=10_000_000).contains(n))
+                    .ok_or_else(|| format!("--messages {v:?}: expected 1 to 10000000"))?;
+                opts.messages = Some(n);
+            }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
@@ -106,6 +120,8 @@ pub struct Params {
     pub worst_room_users: u32,
     pub worst_phase: Duration,
     pub floor_writes: u32,
+    /// `count`: messages sent to its room of 50.
+    pub count_messages: u32,
     /// Longest wait for deliveries still in flight after a phase.
     pub drain_limit: Duration,
     pub startup_timeout: Duration,
@@ -135,6 +151,7 @@ impl Params {
             worst_room_users: 64,
             worst_phase: Duration::from_secs(20),
             floor_writes: 200_000,
+            count_messages: 1_000,
             drain_limit: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(20),

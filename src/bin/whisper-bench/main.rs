@@ -71,11 +71,14 @@ fn main() -> ExitCode {
 
 /// Checks the options, raises the descriptor limit, pins this thread.
 fn configure(opts: &Options) -> Result<Suite, String> {
-    let params = if opts.quick {
+    let mut params = if opts.quick {
         Params::quick()
     } else {
         Params::full()
     };
+    if let Some(n) = opts.messages {
+        params.count_messages = n;
+    }
     let runs = opts.runs.unwrap_or(if opts.quick { 1 } else { 3 });
     let scenarios = Scenario::select(opts.only.as_deref())?;
     let program = match &opts.server {

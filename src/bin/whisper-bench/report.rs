@@ -345,7 +345,10 @@ mod tests {
         let reports = vec![
             ScenarioReport {
                 name: "floor",
-                runs: vec![run(vec![Metric::floor("write_1_frame", 1000.0)])],
+                runs: vec![run(vec![
+                    Metric::floor("write_1_frame", 1000.0),
+                    Metric::paced_floor("fan-out write", 250.0),
+                ])],
             },
             ScenarioReport {
                 name: "fanout",
@@ -360,6 +363,10 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("fanout") && l.contains("cpu"))
             .unwrap();
-        assert!(line.contains("500") && line.contains("0.5x"), "{line}");
+        assert!(line.contains("500") && line.contains("0.50x"), "{line}");
+        assert!(
+            line.contains("2.00x"),
+            "multiple of the fan-out floor: {line}"
+        );
     }
 }

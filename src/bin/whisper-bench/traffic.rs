@@ -222,6 +222,8 @@ pub struct Control {
     pub stop: Cell<bool>,
     /// A sender sends its next message when its own echo arrives.
     pub closed_loop: Cell<bool>,
+    /// Closed-loop senders stop once this many messages were sent in all.
+    pub limit: Cell<Option<u64>>,
 }
 
 /// A member's sending side: its writer (shared with its receive loop, which
@@ -338,7 +340,8 @@ pub async fn receive_loop(
         match frame.opcode {
             OP_TEXT => {
                 let echo = on_text(frame.payload, &mut seen, &tally, outbox.me);
-                if echo && control.closed_loop.get() && !control.stop.get() {
+                let under_limit = control.limit.get().is_none_or(|l| tally.sent.get() < l);
+                if echo && control.closed_loop.get() && !control.stop.get() && under_limit {
                     let _ = outbox.send_message(&tally).await;
                 }
             }

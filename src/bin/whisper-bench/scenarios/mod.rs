@@ -3,6 +3,7 @@
 
 mod chatty;
 mod churn;
+mod count;
 mod fanout;
 mod floor;
 mod idle;
@@ -30,6 +31,8 @@ pub enum Scenario {
     Chatty,
     Churn,
     WorstCase,
+    /// Not in `ALL`: runs only when named.
+    Count,
 }
 
 impl Scenario {
@@ -50,6 +53,7 @@ impl Scenario {
             Scenario::Chatty => "chatty",
             Scenario::Churn => "churn",
             Scenario::WorstCase => "worst-case",
+            Scenario::Count => "count",
         }
     }
 
@@ -58,18 +62,18 @@ impl Scenario {
         let Some(names) = only else {
             return Ok(Scenario::ALL.to_vec());
         };
+        let known = || Scenario::ALL.into_iter().chain([Scenario::Count]);
         if let Some(bad) = names
             .iter()
-            .find(|n| !Scenario::ALL.iter().any(|s| s.name() == n.as_str()))
+            .find(|n| !known().any(|s| s.name() == n.as_str()))
         {
-            let known: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            let known: Vec<_> = known().map(|s| s.name()).collect();
             return Err(format!(
                 "unknown scenario {bad:?} (known: {})",
                 known.join(", ")
             ));
         }
-        Ok(Scenario::ALL
-            .into_iter()
+        Ok(known()
             .filter(|s| names.iter().any(|n| n == s.name()))
             .collect())
     }
@@ -150,6 +154,7 @@ pub fn run(
             Scenario::Chatty => chatty::run(&lab).await,
             Scenario::Churn => churn::run(&lab).await,
             Scenario::WorstCase => worst::run(&lab).await,
+            Scenario::Count => count::run(&lab).await,
         }
     }));
     let mut run = lab.run.into_inner();
