@@ -31,7 +31,7 @@ use crate::rooms::{Close, ConnId, Hub};
 
 /// Frames handled in one poll before yielding to other tasks, so one busy
 /// connection cannot starve the writers of the rooms it feeds.
-const READ_BATCH: usize = 4;
+const READ_BATCH: usize = 16;
 /// How long a closing connection may take to flush its close frame (and, for
 /// a server-initiated close, to answer it) before the TCP connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
