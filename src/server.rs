@@ -59,29 +59,15 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
 
 /// Socket options set once on the listener and inherited by every accepted
 /// socket (Linux copies them in `accept`), instead of two system calls per
-/// connection: no Nagle delay, a fixed send buffer. `TCP_DEFER_ACCEPT` makes
-/// the kernel hand over a connection only once its request has arrived,
-/// saving a wake-up per connection and keeping silent connections out of the
-/// process until the deadline.
-fn tune_listener(listener: &std::net::TcpListener, handshake_timeout_secs: u32) {
+/// connection: no Nagle delay, a fixed send buffer.
+///
+/// `TCP_DEFER_ACCEPT` would save a wake-up per connection, but it hides a
+/// silent client from the process for the defer period, which would stretch
+/// the `HANDSHAKE_TIMEOUT_SECS` deadline the contract promises: not used.
+fn tune_listener(listener: &std::net::TcpListener) {
     use nix::sys::socket::{setsockopt, sockopt};
     let _ = setsockopt(listener, sockopt::TcpNoDelay, &true);
-    let _ = setsockopt(
-        listener,
-        sockopt::SndBuf,
-        &crate::session::SEND_BUFFER_BYTES,
-    );
-    let secs = handshake_timeout_secs as nix::libc::c_int;
-    // SAFETY: a valid descriptor, a pointer to a c_int and its size.
-    unsafe {
-        nix::libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(listener),
-            nix::libc::IPPROTO_TCP,
-            nix::libc::TCP_DEFER_ACCEPT,
-            (&secs as *const nix::libc::c_int).cast(),
-            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
-        );
-    }
+    let _ = setsockopt(listener, sockopt::SndBuf, &crate::session::SEND_BUFFER_BYTES);
 }
 
 async fn serve(
@@ -89,7 +75,7 @@ async fn serve(
     listener: std::net::TcpListener,
     signals: shutdown::Signals,
 ) -> i32 {
-    tune_listener(&listener, shared.cfg.handshake_timeout_secs);
+    tune_listener(&listener);
     let listener = match async_net::TcpListener::try_from(listener) {
         Ok(l) => l,
         Err(e) => {
