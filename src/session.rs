@@ -405,40 +405,40 @@ impl Session {
                     return Poll::Ready(());
                 }
             }
-            Close::Drain(..) | Close::Now(..) => {
-                let deadline = self
-                    .deadline
-                    .get_or_insert_with(|| Timer::after(CLOSE_GRACE));
-                if Pin::new(deadline).poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-            }
+            Close::Drain(..) | Close::Now(..) => {}
         }
-        let flushed = {
+        let close_sent = {
             let mut hub = self.hub.borrow_mut();
-            let r = hub.poll_flush(self.id, &self.sock, cx);
-            match r {
+            match hub.poll_flush(self.id, &self.sock, cx) {
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => hub.close_sent(self.id),
                 Poll::Pending => false,
             }
         };
-        if !flushed {
-            // Anything that closed the connection while we handled frames
-            // wants a turn of its own (timer, close frame).
-            if self.hub.borrow().close_state(self.id) != close {
-                cx.waker().wake_by_ref();
+        if close_sent {
+            if self.peer_closed {
+                return Poll::Ready(());
             }
-            return Poll::Pending;
+            if !self.write_shut {
+                self.write_shut = true;
+                let _ = self.sock.get_ref().shutdown(Shutdown::Write);
+            }
+            if self.poll_linger(cx).is_ready() {
+                return Poll::Ready(());
+            }
         }
-        if self.peer_closed {
-            return Poll::Ready(());
+        // A closing connection that could not finish at once gets a bounded
+        // grace period; the timer is armed only then, so the common case (a
+        // client's close answered in one write) costs no timer.
+        if self.hub.borrow().close_state(self.id) != Close::Open {
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Timer::after(CLOSE_GRACE));
+            if Pin::new(deadline).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
         }
-        if !self.write_shut {
-            self.write_shut = true;
-            let _ = self.sock.get_ref().shutdown(Shutdown::Write);
-        }
-        self.poll_linger(cx)
+        Poll::Pending
     }
 }
 
