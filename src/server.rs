@@ -67,7 +67,11 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
 fn tune_listener(listener: &std::net::TcpListener) {
     use nix::sys::socket::{setsockopt, sockopt};
     let _ = setsockopt(listener, sockopt::TcpNoDelay, &true);
-    let _ = setsockopt(listener, sockopt::SndBuf, &crate::session::SEND_BUFFER_BYTES);
+    let _ = setsockopt(
+        listener,
+        sockopt::SndBuf,
+        &crate::session::SEND_BUFFER_BYTES,
+    );
 }
 
 async fn serve(

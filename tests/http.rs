@@ -161,7 +161,10 @@ fn incomplete_request_head_times_out_with_408() {
     let _ = s.read_to_end(&mut buf);
     assert_eq!(parse_response(&buf).status, 408);
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500),
+        "{elapsed:?}"
+    );
 }
 
 #[test]
