@@ -861,7 +861,13 @@ impl Hub {
                     return Poll::Ready(Ok(()));
                 }
                 let mut stream: &TcpStream = sock.get_ref();
-                stream.write_vectored(&iov)
+                // One slice (the usual case at low rates): plain `write`
+                // spares the kernel importing an iovec array.
+                if let [one] = iov.as_slice() {
+                    stream.write(one)
+                } else {
+                    stream.write_vectored(&iov)
+                }
             };
             match result {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),

@@ -252,7 +252,7 @@ pub fn table(reports: &[ScenarioReport]) -> String {
         "min – max",
         "unit",
         "x floor",
-        "x fan floor",
+        "x min relay",
     ]
     .map(String::from);
     let mut lines = vec![header];

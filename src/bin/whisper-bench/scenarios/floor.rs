@@ -31,7 +31,7 @@ pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
     lab.metric(Metric::new("write of 1 frame, reader asleep", "ns", paced));
     let fan = measure_fan(lab.pinning, writes / 50).map_err(|e| format!("floor: {e}"))?;
     lab.metric(Metric::paced_floor(
-        format!("fan-out write, {FAN_ROOMS}x{FAN_MEMBERS} at {FAN_RATE}/s"),
+        format!("minimal relay, {FAN_ROOMS}x{FAN_MEMBERS} at {FAN_RATE}/s"),
         fan,
     ));
     let batched = measure(lab.pinning, writes / BATCH, BATCH).map_err(|e| format!("floor: {e}"))?;
@@ -54,11 +54,13 @@ const FAN_ROOMS: usize = 10;
 const FAN_MEMBERS: usize = 50;
 const FAN_RATE: u32 = 2000;
 
-/// Writer-thread CPU ns per write in the fixed-rate fan-out pattern done with
-/// plain blocking writes: every `1/FAN_RATE` s the next room's message is
-/// written, one frame to each member's socket, while one reader thread (like
-/// the generator) drains all sockets through epoll. This is the cost of "one
-/// write per delivery" itself, the floor for the relay's fixed-rate fan-out.
+/// CPU ns per delivery of the smallest possible relay of the fixed-rate
+/// fan-out pattern: one thread that sleeps in a blocking `read` until the
+/// next message arrives (one every `1/FAN_RATE` s, fed from the generator's
+/// CPU), then writes it with one plain `write` to each of the room's member
+/// sockets, while one reader thread (like the generator) drains all sockets
+/// through epoll. Waking up for each message and one write per delivery are
+/// what any relay pays here; the relay's figure over this one is its own cost.
 fn measure_fan(pinning: Option<Pinning>, messages: usize) -> io::Result<f64> {
     use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -115,35 +117,52 @@ fn measure_fan(pinning: Option<Pinning>, messages: usize) -> io::Result<f64> {
             Ok(got)
         }
     });
-    let write = thread::spawn(move || -> io::Result<f64> {
+    // The messages to relay arrive on a socket of their own, one every
+    // `1/FAN_RATE` s, from a feeder thread on the generator's CPU.
+    let inbox = TcpListener::bind("127.0.0.1:0")?;
+    let mut feed = TcpStream::connect(inbox.local_addr()?)?;
+    feed.set_nodelay(true)?;
+    let (mut source, _) = inbox.accept()?;
+    let feeder = thread::spawn(move || -> io::Result<()> {
         if let Some(p) = pinning {
-            proc::pin_current(&proc::cpu_set(p.relay))?;
+            let _ = proc::pin_current(&proc::cpu_set(p.generator));
         }
-        let frame = [b'x'; FRAME_BYTES];
         let period = Duration::from_secs(1) / FAN_RATE;
-        let (mut timed, mut clock) = (0u64, 0u64);
         let start = std::time::Instant::now();
         for m in 0..messages {
             let due = start + period * m as u32;
             if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
                 thread::sleep(wait);
             }
+            feed.write_all(&[b'm'; FRAME_BYTES])?;
+        }
+        Ok(())
+    });
+    let write = thread::spawn(move || -> io::Result<f64> {
+        if let Some(p) = pinning {
+            proc::pin_current(&proc::cpu_set(p.relay))?;
+        }
+        let mut frame = [b'x'; FRAME_BYTES];
+        let start = proc::thread_cpu_ns();
+        for m in 0..messages {
+            // Block until the next message arrives, as a relay sleeps in its
+            // event loop, then write it to every member of its room.
+            source.read_exact(&mut frame)?;
             let room = m % FAN_ROOMS;
-            let t0 = proc::thread_cpu_ns();
             for w in &mut writers[room * FAN_MEMBERS..(room + 1) * FAN_MEMBERS] {
                 w.write_all(&frame)?;
             }
-            let t1 = proc::thread_cpu_ns();
-            let t2 = proc::thread_cpu_ns();
-            timed += t1 - t0;
-            clock += t2 - t1;
         }
+        let used = proc::thread_cpu_ns() - start;
         drop(writers);
-        Ok(timed.saturating_sub(clock) as f64 / (messages * FAN_MEMBERS).max(1) as f64)
+        Ok(used as f64 / (messages * FAN_MEMBERS).max(1) as f64)
     });
     let cpu = write
         .join()
         .map_err(|_| io::Error::other("writer thread failed"))??;
+    feeder
+        .join()
+        .map_err(|_| io::Error::other("feeder thread failed"))??;
     let got = drain
         .join()
         .map_err(|_| io::Error::other("reader thread failed"))??;
