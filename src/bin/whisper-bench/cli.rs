@@ -140,7 +140,7 @@ impl Params {
             fanout_rooms: 10,
             fanout_members: 50,
             fanout_rate: 200,
-            fanout_window: 8,
+            fanout_window: 4,
             fanout_phase: Duration::from_secs(5),
             chatty_rooms: 200,
             chatty_members: 5,
