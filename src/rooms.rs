@@ -791,6 +791,16 @@ impl Hub {
         self.conn(id).close_queued && self.is_drained(id)
     }
 
+    /// During shutdown: whether every connection has been sent everything,
+    /// its close frame included (or is being dropped). Waiting for the
+    /// clients' answers would only delay the exit.
+    pub fn all_closes_sent(&self) -> bool {
+        self.conns.iter().enumerate().all(|(i, c)| match c {
+            None => true,
+            Some(c) => c.close == Close::Drop || self.close_sent(i as ConnId),
+        })
+    }
+
     /// Puts the close frame in the private buffer once what must precede it
     /// has been written.
     fn queue_close_if_due(&mut self, id: ConnId) {
@@ -861,13 +871,7 @@ impl Hub {
                     return Poll::Ready(Ok(()));
                 }
                 let mut stream: &TcpStream = sock.get_ref();
-                // One slice (the usual case at low rates): plain `write`
-                // spares the kernel importing an iovec array.
-                if let [one] = iov.as_slice() {
-                    stream.write(one)
-                } else {
-                    stream.write_vectored(&iov)
-                }
+                stream.write_vectored(&iov)
             };
             match result {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),

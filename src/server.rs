@@ -109,7 +109,7 @@ async fn serve(
     shared.hub.borrow_mut().begin_shutdown();
     let limit = Duration::from_secs(shared.cfg.shutdown_timeout_secs.into());
     let drained = async {
-        while shared.hub.borrow().open_connections() > 0 {
+        while !shared.hub.borrow().all_closes_sent() {
             Timer::after(Duration::from_millis(20)).await;
         }
         true
@@ -119,7 +119,7 @@ async fn serve(
         false
     });
     if in_time.await {
-        log::info!("all connections closed");
+        log::info!("every connection sent its close frame");
     } else {
         let left = shared.hub.borrow().open_connections();
         log::warn!("shutdown timeout: dropping {left} connections");

@@ -77,9 +77,23 @@ fn shutdown_is_bounded_by_the_timeout_even_with_a_stuck_client() {
 
 #[test]
 fn health_reports_shutting_down_during_shutdown() {
-    let mut srv = Server::start(&[("SHUTDOWN_TIMEOUT_SECS", "3")]);
-    let mut stuck = srv.connect();
+    let mut srv = Server::start(&[
+        ("SHUTDOWN_TIMEOUT_SECS", "3"),
+        ("RATE_LIMIT_MESSAGE_LIMIT", "100000"),
+        ("RATE_LIMIT_FRAME_LIMIT", "100000"),
+    ]);
+    // A member that does not read, with a tiny receive window, while half a
+    // megabyte is sent to its room: its close frame cannot go out, so the
+    // shutdown lasts until the timeout.
+    let mut stuck = Client::connect_with_rcvbuf(srv.port, 2048);
     stuck.join("r", "a", "A");
+    let mut sender = srv.connect();
+    sender.join("r", "b", "B");
+    let payload = "A".repeat(8000);
+    for i in 0..64 {
+        sender.message(&format!("{payload}.{i:04}"));
+        sender.recv_type("message");
+    }
     // Start an HTTP request before the signal (so it is accepted) and finish
     // it after.
     use std::io::{Read, Write};

@@ -252,6 +252,38 @@ impl Client {
         Ok(Client { ws })
     }
 
+    /// Connects with a small kernel receive buffer, set before connecting so
+    /// the advertised window stays small.
+    pub fn connect_with_rcvbuf(port: u16, bytes: usize) -> Client {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::RcvBuf, &bytes).unwrap();
+        let addr = SockaddrIn::new(127, 0, 0, 1, port);
+        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
+        let mut s = TcpStream::from(fd);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(upgrade_request(&[]).as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        assert_eq!(parse_response(&head).status, 101);
+        let ws = WebSocket::from_raw_socket(s, tungstenite::protocol::Role::Client, None);
+        Client { ws }
+    }
+
     pub fn send(&mut self, v: Value) {
         self.ws.send(Message::text(v.to_string())).unwrap();
     }
