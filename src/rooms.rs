@@ -157,6 +157,25 @@ pub struct Hub {
     pub shutting_down: bool,
 }
 
+/// Counts up to `*n` written bytes against the room entry at `conn.cursor`.
+/// When they complete it, the member moves past it: the value says whether
+/// the entry was the log's oldest (so the log may be trimmed).
+fn finish_entry(conn: &mut Conn, room: &mut Room, n: &mut usize) -> Option<bool> {
+    let entry = &mut room.log[(conn.cursor - room.base) as usize];
+    let rest = entry.frame.len() - conn.partial;
+    if *n < rest {
+        conn.partial += *n;
+        *n = 0;
+        return None;
+    }
+    *n -= rest;
+    let was_front = conn.cursor == room.base;
+    entry.remaining -= 1;
+    conn.cursor += 1;
+    conn.partial = 0;
+    Some(was_front)
+}
+
 /// Appends `n` in decimal without going through `fmt`.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
@@ -914,18 +933,9 @@ impl Hub {
         if let Some(room) = room.as_deref_mut()
             && conn.partial > 0
         {
-            let e = &mut room.log[(conn.cursor - room.base) as usize];
-            let rest = e.frame.len() - conn.partial;
-            if n >= rest {
-                n -= rest;
-                passed_front |= conn.cursor == room.base;
-                e.remaining -= 1;
-                conn.cursor += 1;
-                conn.partial = 0;
+            if let Some(was_front) = finish_entry(conn, room, &mut n) {
+                passed_front |= was_front;
                 delivered += 1;
-            } else {
-                conn.partial += n;
-                n = 0;
             }
         }
         // 2. The private buffer.
@@ -941,25 +951,16 @@ impl Hub {
         // 3. Room frames, skipping entries not meant for this connection.
         if let Some(room) = room {
             while conn.cursor < room.end() {
-                let e = &mut room.log[(conn.cursor - room.base) as usize];
-                if e.skip == id {
+                if room.log[(conn.cursor - room.base) as usize].skip == id {
                     conn.cursor += 1;
                     continue;
                 }
                 if n == 0 {
                     break;
                 }
-                let rest = e.frame.len() - conn.partial;
-                if n >= rest {
-                    n -= rest;
-                    passed_front |= conn.cursor == room.base;
-                    e.remaining -= 1;
-                    conn.cursor += 1;
-                    conn.partial = 0;
+                if let Some(was_front) = finish_entry(conn, room, &mut n) {
+                    passed_front |= was_front;
                     delivered += 1;
-                } else {
-                    conn.partial += n;
-                    n = 0;
                 }
             }
         }

@@ -56,11 +56,7 @@ fn join_returns_user_list_including_self_in_join_order() {
 #[test]
 fn message_reaches_every_member_including_sender() {
     let srv = Server::start(&[]);
-    let mut a = srv.connect();
-    a.join("r", "a", "A");
-    let mut b = srv.connect();
-    b.join("r", "b", "B");
-    a.recv_type("userJoined");
+    let (mut a, mut b) = pair(&srv);
     let mut outsider = srv.connect();
     outsider.join("other", "z", "Z");
 
@@ -89,11 +85,7 @@ fn message_reaches_every_member_including_sender() {
 #[test]
 fn message_ids_are_unique_and_order_is_the_same_for_everyone() {
     let srv = Server::start(&[("RATE_LIMIT_MESSAGE_LIMIT", "1000")]);
-    let mut a = srv.connect();
-    a.join("r", "a", "A");
-    let mut b = srv.connect();
-    b.join("r", "b", "B");
-    a.recv_type("userJoined");
+    let (mut a, mut b) = pair(&srv);
     let mut c = srv.connect();
     c.join("r", "c", "C");
     a.recv_type("userJoined");
@@ -144,11 +136,7 @@ fn message_ids_differ_across_restarts() {
 #[test]
 fn typing_goes_to_the_others_only() {
     let srv = Server::start(&[]);
-    let mut a = srv.connect();
-    a.join("r", "a", "A");
-    let mut b = srv.connect();
-    b.join("r", "b", "B");
-    a.recv_type("userJoined");
+    let (mut a, mut b) = pair(&srv);
     a.send(json!({"type":"typing","data":{"isTyping":true}}));
     assert_eq!(
         b.recv(),
@@ -164,11 +152,7 @@ fn typing_goes_to_the_others_only() {
 #[test]
 fn reaction_reaches_everyone_and_is_validated() {
     let srv = Server::start(&[]);
-    let mut a = srv.connect();
-    a.join("r", "a", "A");
-    let mut b = srv.connect();
-    b.join("r", "b", "B");
-    a.recv_type("userJoined");
+    let (mut a, mut b) = pair(&srv);
     b.send(json!({"type":"reaction","data":{"messageId":"m-1","emoji":"👍"}}));
     let expected = json!({"type":"reaction","messageId":"m-1","user":{"id":"b","name":"B","avatar":null},"emoji":"👍"});
     assert_eq!(a.recv(), expected);
@@ -189,11 +173,7 @@ fn reaction_reaches_everyone_and_is_validated() {
 #[test]
 fn leave_announces_and_empty_rooms_vanish() {
     let srv = Server::start(&[]);
-    let mut a = srv.connect();
-    a.join("r", "a", "A");
-    let mut b = srv.connect();
-    b.join("r", "b", "B");
-    a.recv_type("userJoined");
+    let (mut a, mut b) = pair(&srv);
     b.send(json!({"type":"leave"}));
     assert_eq!(a.recv(), json!({"type":"userLeft","userId":"b"}));
     b.send(json!({"type":"leave"}));
@@ -215,11 +195,7 @@ fn leave_announces_and_empty_rooms_vanish() {
 #[test]
 fn closing_or_dropping_a_connection_leaves_its_room() {
     let srv = Server::start(&[]);
-    let mut a = srv.connect();
-    a.join("r", "a", "A");
-    let mut b = srv.connect();
-    b.join("r", "b", "B");
-    a.recv_type("userJoined");
+    let (mut a, mut b) = pair(&srv);
     b.ws.close(None).unwrap();
     assert_eq!(a.recv(), json!({"type":"userLeft","userId":"b"}));
     let mut c = srv.connect();

@@ -208,6 +208,19 @@ pub fn upgrade_request(extra_headers: &[(&str, &str)]) -> String {
     r
 }
 
+/// Reads an HTTP response head byte by byte, so no frame bytes are consumed.
+pub fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    head
+}
+
 /// A blocking WebSocket client.
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
@@ -232,15 +245,7 @@ impl Client {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(upgrade_request(headers).as_bytes()).unwrap();
-        // Read the response head byte by byte so no frame bytes are consumed.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => break,
-            }
-        }
+        let mut head = read_head(&mut s);
         let resp = parse_response(&head);
         if resp.status != 101 {
             let mut rest = Vec::new();
@@ -271,15 +276,7 @@ impl Client {
         let mut s = TcpStream::from(fd);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(upgrade_request(&[]).as_bytes()).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => break,
-            }
-        }
-        assert_eq!(parse_response(&head).status, 101);
+        assert_eq!(parse_response(&read_head(&mut s)).status, 101);
         let ws = WebSocket::from_raw_socket(s, tungstenite::protocol::Role::Client, None);
         Client { ws }
     }
@@ -392,6 +389,16 @@ impl Client {
     pub fn message(&mut self, content: &str) {
         self.send(json!({"type":"message","data":{"content":content}}));
     }
+}
+
+/// Two members, `a` and `b`, in room `r`; `a` has seen `b` join.
+pub fn pair(srv: &Server) -> (Client, Client) {
+    let mut a = srv.connect();
+    a.join("r", "a", "A");
+    let mut b = srv.connect();
+    b.join("r", "b", "B");
+    a.recv_type("userJoined");
+    (a, b)
 }
 
 /// Polls `f` until it is true or `limit` passes.
