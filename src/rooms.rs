@@ -91,11 +91,21 @@ pub struct Conn {
 
 struct Entry {
     frame: Rc<[u8]>,
-    /// A member that does not receive this entry (the sender of `userJoined`,
-    /// `userTyping`), or `NOBODY`.
-    skip: ConnId,
+    /// With `only` unset: a member that does not receive this entry (the
+    /// sender of `userJoined`, `userTyping`), or `NOBODY`. With `only` set:
+    /// the one member that receives it (a reply queued behind room frames,
+    /// so that a connection's replies keep the order of its requests).
+    target: ConnId,
+    only: bool,
     /// Members that still have to send it.
     remaining: u32,
+}
+
+impl Entry {
+    /// Whether member `id` is to receive this entry.
+    fn is_for(&self, id: ConnId) -> bool {
+        (self.target == id) == self.only
+    }
 }
 
 struct Room {
@@ -377,6 +387,18 @@ impl Hub {
             self.begin_close(id, Close::Now(1013, "try again later"));
             return;
         }
+        // Room frames still queued for this connection were caused before
+        // this reply: queue the reply behind them, in the room's log, so the
+        // connection sees answers in the order of its requests.
+        let r = conn.room;
+        let behind =
+            r != NO_ROOM && conn.cursor < self.rooms[r as usize].as_ref().expect("room").end();
+        if behind {
+            let mut bytes = Vec::new();
+            build(&mut bytes, &mut self.frames);
+            self.push_room_only(r, Rc::from(bytes), id);
+            return;
+        }
         let Hub {
             conns,
             frames,
@@ -558,8 +580,13 @@ impl Hub {
         // Entries before `base` were trimmed: they were never this member's to send.
         for seq in conn.cursor.max(room.base)..room.end() {
             let entry = &mut room.log[(seq - room.base) as usize];
-            if entry.skip != id {
+            if entry.is_for(id) {
                 entry.remaining -= 1;
+                if entry.only {
+                    // A reply to this connection: it still goes out.
+                    conn.private.extend_from_slice(&entry.frame);
+                    self.queued_bytes += entry.frame.len();
+                }
             }
         }
         if let Some(pos) = room.members.iter().position(|&m| m == id) {
@@ -602,6 +629,15 @@ impl Hub {
     /// Appends a frame to room `r`'s log for every member but `skip` and
     /// wakes them. Makes room first by evicting slow consumers.
     fn push_room(&mut self, r: u32, frame: Rc<[u8]>, skip: ConnId) {
+        self.push_entry(r, frame, skip, false);
+    }
+
+    /// Appends a frame to room `r`'s log for `target` only (see `Entry`).
+    fn push_room_only(&mut self, r: u32, frame: Rc<[u8]>, target: ConnId) {
+        self.push_entry(r, frame, target, true);
+    }
+
+    fn push_entry(&mut self, r: u32, frame: Rc<[u8]>, target: ConnId, only: bool) {
         let len = frame.len();
         let mut evicted: heapless::Vec<heapless::String<64>, 8> = heapless::Vec::new();
         loop {
@@ -614,10 +650,10 @@ impl Hub {
                 break;
             }
             let base = room.base;
-            let front_skip = room.log.front().map_or(NOBODY, |e| e.skip);
+            let front = room.log.front();
             let victim = room.members.iter().copied().find(|&m| {
                 let c = self.conn(m);
-                c.cursor <= base && m != front_skip && (hard || c.stalled)
+                c.cursor <= base && front.is_some_and(|e| e.is_for(m)) && (hard || c.stalled)
             });
             let Some(victim) = victim else { break };
             let name = self.conn(victim).member.as_ref().map(|m| m.id.clone());
@@ -632,19 +668,25 @@ impl Hub {
             }
         }
         let room = self.rooms[r as usize].as_mut().expect("room");
-        let skip_is_member = skip != NOBODY && room.members.contains(&skip);
-        let remaining = room.members.len() as u32 - u32::from(skip_is_member);
+        let target_is_member = target != NOBODY && room.members.contains(&target);
+        let remaining = if only {
+            u32::from(target_is_member)
+        } else {
+            room.members.len() as u32 - u32::from(target_is_member)
+        };
         if remaining > 0 {
             room.log_bytes += len;
             self.queued_bytes += len;
-            room.log.push_back(Entry {
+            let entry = Entry {
                 frame,
-                skip,
+                target,
+                only,
                 remaining,
-            });
+            };
+            room.log.push_back(entry);
             for i in 0..room.members.len() {
                 let m = self.rooms[r as usize].as_ref().expect("room").members[i];
-                if m != skip {
+                if (m == target) == only {
                     self.wake(m);
                 }
             }
@@ -865,7 +907,7 @@ impl Hub {
         if let Some(room) = room {
             while seq < room.end() && !iov.is_full() {
                 let e = &room.log[(seq - room.base) as usize];
-                if e.skip != id {
+                if e.is_for(id) {
                     let _ = iov.push(IoSlice::new(&e.frame));
                 }
                 seq += 1;
@@ -951,7 +993,7 @@ impl Hub {
         // 3. Room frames, skipping entries not meant for this connection.
         if let Some(room) = room {
             while conn.cursor < room.end() {
-                if room.log[(conn.cursor - room.base) as usize].skip == id {
+                if !room.log[(conn.cursor - room.base) as usize].is_for(id) {
                     conn.cursor += 1;
                     continue;
                 }
@@ -1104,7 +1146,7 @@ mod tests {
         for _ in 0..3 {
             h.relay_message(a, "QUJD").unwrap();
         }
-        // b's socket takes a few bytes at a time; a private error slips in.
+        // b.s socket takes a few bytes at a time; an error for b is queued.
         let mut bytes = write(&mut h, b, 7);
         h.send_error(b, ErrorCode::InvalidJson);
         while !h.is_drained(b) {
@@ -1112,7 +1154,8 @@ mod tests {
         }
         let got = frames(&bytes);
         let kinds: Vec<_> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["message", "error", "message", "message"]);
+        // The error was caused after the three messages: it comes after them.
+        assert_eq!(kinds, ["message", "message", "message", "error"]);
         // Leaving with a half-written frame still completes that frame.
         h.relay_message(a, "QUJD").unwrap();
         let mut bytes = write(&mut h, b, 10);
@@ -1120,6 +1163,24 @@ mod tests {
         bytes.extend(write(&mut h, b, usize::MAX));
         assert_eq!(frames(&bytes).len(), 1);
         drain(&mut h, a);
+        assert_eq!(h.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_reply_queued_behind_room_frames_survives_leaving() {
+        let mut h = hub(&[]);
+        let (a, b) = (conn(&mut h), conn(&mut h));
+        join(&mut h, a, "r", "a").unwrap();
+        join(&mut h, b, "r", "b").unwrap();
+        drain(&mut h, a);
+        drain(&mut h, b);
+        h.relay_message(a, "QUJD").unwrap();
+        h.send_error(a, ErrorCode::InvalidJson);
+        h.leave(a).unwrap();
+        let got = drain(&mut h, a);
+        let kinds: Vec<_> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["error"], "the room's frames go, the reply stays");
+        drain(&mut h, b);
         assert_eq!(h.queued_bytes(), 0);
     }
 

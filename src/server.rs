@@ -367,7 +367,14 @@ async fn handle_http(
             Err(reply) => reply,
         },
     };
-    respond(shared, sock, &reply).await;
+    // A HEAD request gets the status and headers of a GET, never a body.
+    let reply = if req.method == "HEAD" {
+        let end = http::head_end(&reply).unwrap_or(reply.len());
+        &reply[..end]
+    } else {
+        &reply[..]
+    };
+    respond(shared, sock, reply).await;
     None
 }
 

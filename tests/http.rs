@@ -285,3 +285,18 @@ fn refused_request_with_a_body_still_gets_its_answer() {
         assert_eq!(r.json()["type"], "error");
     }
 }
+
+#[test]
+fn head_requests_never_get_a_body() {
+    let srv = Server::start(&[]);
+    for path in ["/nope", "/ws", "/metrics", "/health"] {
+        let r = http(
+            srv.port,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+        assert!(r.status >= 200, "{path}");
+        assert_eq!(r.body, "", "{path}");
+        assert!(r.header("content-length").is_some(), "{path}");
+    }
+    assert_eq!(http(srv.port, "HEAD /nope HTTP/1.1\r\n\r\n").status, 404);
+}

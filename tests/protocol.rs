@@ -384,3 +384,48 @@ fn escaped_user_names_are_relayed_as_valid_json() {
     a.message("QUJD");
     assert_eq!(a.recv()["user"]["name"], name);
 }
+
+/// A connection's replies (errors, pong) keep the order of its requests,
+/// also relative to the echoes of its own messages.
+#[test]
+fn replies_keep_the_order_of_requests() {
+    let srv = Server::start(&[("RATE_LIMIT_MESSAGE_LIMIT", "3")]);
+    let (mut a, mut b) = pair(&srv);
+    for _ in 0..20 {
+        a.send_text(r#"{"type":"ping"}"#);
+    }
+    for _ in 0..20 {
+        assert_eq!(a.recv()["type"], "pong");
+    }
+    a.message("YQ");
+    a.message("!!");
+    a.message("Yg");
+    a.send(json!({"type":"ping"}));
+    a.message("Yw");
+    a.message("ZA");
+    let kinds: Vec<String> = (0..6)
+        .map(|_| {
+            let v = a.recv();
+            match v["type"].as_str().unwrap() {
+                "error" => v["code"].as_str().unwrap().to_string(),
+                "message" => v["content"].as_str().unwrap().to_string(),
+                other => other.to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "YQ",
+            "INVALID_CONTENT",
+            "Yg",
+            "pong",
+            "RATE_LIMITED",
+            "RATE_LIMITED"
+        ]
+    );
+    // The other member saw the relayed messages only.
+    assert_eq!(b.recv()["content"], "YQ");
+    assert_eq!(b.recv()["content"], "Yg");
+    b.expect_silence(SHORT);
+}
