@@ -1076,6 +1076,16 @@ mod tests {
         frames(&write(hub, id, usize::MAX))
     }
 
+    /// Two members, `a` and `b`, in room `r`, with nothing left to write.
+    fn settled_pair(h: &mut Hub) -> (ConnId, ConnId) {
+        let (a, b) = (conn(h), conn(h));
+        join(h, a, "r", "a").unwrap();
+        join(h, b, "r", "b").unwrap();
+        drain(h, a);
+        drain(h, b);
+        (a, b)
+    }
+
     #[test]
     fn membership_and_fan_out() {
         let mut h = hub(&[]);
@@ -1138,11 +1148,7 @@ mod tests {
     #[test]
     fn half_written_frames_are_finished_and_order_is_kept() {
         let mut h = hub(&[]);
-        let (a, b) = (conn(&mut h), conn(&mut h));
-        join(&mut h, a, "r", "a").unwrap();
-        join(&mut h, b, "r", "b").unwrap();
-        drain(&mut h, a);
-        drain(&mut h, b);
+        let (a, b) = settled_pair(&mut h);
         for _ in 0..3 {
             h.relay_message(a, "QUJD").unwrap();
         }
@@ -1169,11 +1175,7 @@ mod tests {
     #[test]
     fn a_reply_queued_behind_room_frames_survives_leaving() {
         let mut h = hub(&[]);
-        let (a, b) = (conn(&mut h), conn(&mut h));
-        join(&mut h, a, "r", "a").unwrap();
-        join(&mut h, b, "r", "b").unwrap();
-        drain(&mut h, a);
-        drain(&mut h, b);
+        let (a, b) = settled_pair(&mut h);
         h.relay_message(a, "QUJD").unwrap();
         h.send_error(a, ErrorCode::InvalidJson);
         h.leave(a).unwrap();

@@ -218,14 +218,7 @@ async fn read_head(sock: &Async<TcpStream>) -> Result<(http::Request, Vec<u8>), 
 /// kernel answer with a reset, which can destroy the response in flight.
 async fn respond(shared: &Shared, sock: &Async<TcpStream>, bytes: &[u8]) {
     let limit = Duration::from_secs(shared.cfg.handshake_timeout_secs.into());
-    let write = async {
-        let _ = (&*sock).write_all(bytes).await;
-    };
-    write
-        .or(async {
-            Timer::after(limit).await;
-        })
-        .await;
+    write_within(sock, bytes, limit).await;
     let _ = sock.get_ref().shutdown(Shutdown::Write);
     let drain = async {
         let mut scratch = [0u8; 512];
@@ -242,6 +235,17 @@ async fn respond(shared: &Shared, sock: &Async<TcpStream>, bytes: &[u8]) {
             Timer::after(LINGER).await;
         })
         .await;
+}
+
+/// Writes `bytes` unless that takes longer than `limit` (a client that does
+/// not read). Whether everything was written.
+async fn write_within(sock: &Async<TcpStream>, bytes: &[u8], limit: Duration) -> bool {
+    async { (&*sock).write_all(bytes).await.is_ok() }
+        .or(async {
+            Timer::after(limit).await;
+            false
+        })
+        .await
 }
 
 fn snapshot(shared: &Shared) -> Snapshot {
@@ -352,13 +356,7 @@ async fn handle_http(
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
-                let sent = async { (&*sock).write_all(response.as_bytes()).await.is_ok() }
-                    .or(async {
-                        Timer::after(limit).await;
-                        false
-                    })
-                    .await;
-                if !sent {
+                if !write_within(sock, response.as_bytes(), limit).await {
                     shared.hub.borrow_mut().remove_conn(id);
                     return None;
                 }

@@ -173,13 +173,19 @@ impl Session {
         }
     }
 
-    /// Sends an error; those the contract counts as strikes are counted.
+    /// Sends an error with its standard text; those the contract counts as
+    /// strikes are counted.
     fn reject(&self, hub: &mut Hub, code: ErrorCode) {
+        self.reject_with(hub, code, code.message());
+    }
+
+    /// [`reject`](Self::reject) with a message of the caller's.
+    fn reject_with(&self, hub: &mut Hub, code: ErrorCode, message: &str) {
         hub.stats.protocol_errors += 1;
         if code == ErrorCode::RateLimited {
             hub.stats.rate_limited += 1;
         }
-        hub.send_error(self.id, code);
+        hub.send_error_text(self.id, code.as_str(), message);
         if code.is_strike() {
             let ip = hub.ip_of(self.id);
             hub.strike(ip);
@@ -298,8 +304,6 @@ impl Session {
         };
         if let Err(code) = result {
             if code == ErrorCode::RateLimited {
-                hub.stats.rate_limited += 1;
-                hub.stats.protocol_errors += 1;
                 let (budget, limit) = if req.kind == "join" {
                     (&self.budgets.joins, self.cfg.join_limit)
                 } else {
@@ -307,9 +311,7 @@ impl Session {
                 };
                 let wait = budget.retry_after_secs(limit, now);
                 let text = format!("too many {} frames; retry in {wait} s", req.kind);
-                hub.send_error_text(id, code.as_str(), &text);
-                let ip = hub.ip_of(id);
-                hub.strike(ip);
+                self.reject_with(hub, code, &text);
             } else {
                 self.reject(hub, code);
             }

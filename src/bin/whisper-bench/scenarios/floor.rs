@@ -48,6 +48,16 @@ pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A loopback connection through `listener`: the writing end configured as
+/// the relay configures its client sockets, and the reading end.
+fn writer_pair(listener: &TcpListener) -> io::Result<(TcpStream, TcpStream)> {
+    let writer = TcpStream::connect(listener.local_addr()?)?;
+    writer.set_nodelay(true)?;
+    setsockopt(&writer, sockopt::SndBuf, &SEND_BUFFER)?;
+    let (reader, _) = listener.accept()?;
+    Ok((writer, reader))
+}
+
 /// The fixed-rate fan-out pattern without a relay: rooms, members and rate
 /// of the `fanout` scenario.
 const FAN_ROOMS: usize = 10;
@@ -64,14 +74,10 @@ const FAN_RATE: u32 = 2000;
 fn measure_fan(pinning: Option<Pinning>, messages: usize) -> io::Result<f64> {
     use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
     let mut writers = Vec::with_capacity(FAN_ROOMS * FAN_MEMBERS);
     let mut readers = Vec::with_capacity(FAN_ROOMS * FAN_MEMBERS);
     for _ in 0..FAN_ROOMS * FAN_MEMBERS {
-        let w = TcpStream::connect(addr)?;
-        w.set_nodelay(true)?;
-        setsockopt(&w, sockopt::SndBuf, &SEND_BUFFER)?;
-        let (r, _) = listener.accept()?;
+        let (w, r) = writer_pair(&listener)?;
         r.set_nonblocking(true)?;
         writers.push(w);
         readers.push(r);
@@ -179,10 +185,7 @@ fn measure_fan(pinning: Option<Pinning>, messages: usize) -> io::Result<f64> {
 /// measured alongside and subtracted.
 fn measure_paced(pinning: Option<Pinning>, writes: usize) -> io::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let mut writer = TcpStream::connect(listener.local_addr()?)?;
-    let (mut reader, _) = listener.accept()?;
-    writer.set_nodelay(true)?;
-    setsockopt(&writer, sockopt::SndBuf, &SEND_BUFFER)?;
+    let (mut writer, mut reader) = writer_pair(&listener)?;
     let drain = thread::spawn(move || {
         if let Some(p) = pinning {
             let _ = proc::pin_current(&proc::cpu_set(p.generator));
@@ -225,10 +228,7 @@ fn measure_paced(pinning: Option<Pinning>, writes: usize) -> io::Result<f64> {
 /// `writes` writes to a reader draining the other end.
 fn measure(pinning: Option<Pinning>, writes: usize, frames: usize) -> io::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let writer = TcpStream::connect(listener.local_addr()?)?;
-    let (mut reader, _) = listener.accept()?;
-    writer.set_nodelay(true)?;
-    setsockopt(&writer, sockopt::SndBuf, &SEND_BUFFER)?;
+    let (writer, mut reader) = writer_pair(&listener)?;
     let drain = thread::spawn(move || {
         if let Some(p) = pinning {
             let _ = proc::pin_current(&proc::cpu_set(p.generator));
