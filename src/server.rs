@@ -93,6 +93,7 @@ async fn serve(
     let notify = systemd::Notifier::from_env();
     notify.send("READY=1\nSTATUS=serving, 0 connections");
     shared.ex.spawn(heartbeat(shared.clone())).detach();
+    shared.ex.spawn(stall_sweep(shared.clone())).detach();
     if let Some(period) = notify.watchdog_period() {
         shared
             .ex
@@ -109,7 +110,7 @@ async fn serve(
     shared.hub.borrow_mut().begin_shutdown();
     let limit = Duration::from_secs(shared.cfg.shutdown_timeout_secs.into());
     let drained = async {
-        while !shared.hub.borrow().all_closes_sent() {
+        while !shared.hub.borrow().all_closed() {
             Timer::after(Duration::from_millis(20)).await;
         }
         true
@@ -119,7 +120,7 @@ async fn serve(
         false
     });
     if in_time.await {
-        log::info!("every connection sent its close frame");
+        log::info!("all connections closed");
     } else {
         let left = shared.hub.borrow().open_connections();
         log::warn!("shutdown timeout: dropping {left} connections");
@@ -492,6 +493,19 @@ async fn heartbeat(shared: Rc<Shared>) {
             return;
         }
         hub.heartbeat(clock::now_micros(), n % 4 == 0, dead_after);
+    }
+}
+
+/// Once a second, closes the connections whose sockets took no byte for the
+/// stall time while bytes waited (`SLOW_CONSUMER_STALL_SECS`).
+async fn stall_sweep(shared: Rc<Shared>) {
+    loop {
+        Timer::after(Duration::from_secs(1)).await;
+        let mut hub = shared.hub.borrow_mut();
+        if hub.shutting_down {
+            return;
+        }
+        hub.evict_stalled(clock::now_micros());
     }
 }
 

@@ -125,8 +125,12 @@ pub struct Session {
     sock: Arc<Async<TcpStream>>,
     ws: WebSocketStream<WsIo>,
     budgets: Budgets,
-    /// The peer sent its close frame (or is gone): stop reading.
+    /// The peer sent its close frame: once ours is out, the TCP connection
+    /// can be closed.
     peer_closed: bool,
+    /// tungstenite reported an error: its framing can no longer be trusted,
+    /// so what follows is read raw and discarded.
+    stream_broken: bool,
     /// Our close frame is out and the write side is shut.
     write_shut: bool,
     /// tungstenite may hold a complete frame or the socket may be readable;
@@ -167,6 +171,7 @@ impl Session {
             ws,
             budgets: Budgets::default(),
             peer_closed: false,
+            stream_broken: false,
             write_shut: false,
             may_have_frames: true,
             deadline: None,
@@ -337,7 +342,7 @@ impl Session {
             _ => hub.begin_close(id, Close::Drop),
         }
         // The stream is unusable after an error; what follows is raw reading.
-        self.peer_closed = true;
+        self.stream_broken = true;
     }
 
     /// Reads and handles up to `READ_BATCH` frames. Ready(()) when the peer is gone.
@@ -378,32 +383,64 @@ impl Session {
         Poll::Pending
     }
 
-    /// After our close frame: wait for the peer's answer (its close frame or
-    /// EOF), then let the connection drop. What arrives is discarded.
+    /// After our close frame (and FIN): read and discard until the peer's
+    /// close frame or EOF. Closing with unread bytes in the kernel's receive
+    /// queue would send a TCP reset, and a client whose write then fails may
+    /// never read the close frame it was sent. Ready when the peer is done.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut scratch = [0u8; 256];
-        loop {
-            match self.sock.poll_readable(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) => {}
+        for _ in 0..READ_BATCH {
+            if self.stream_broken {
+                return self.poll_discard(cx);
             }
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None | Some(Ok(Message::Close(_)))) => return Poll::Ready(()),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(tungstenite::Error::Io(_)))) => return Poll::Ready(()),
+                Poll::Ready(Some(Err(_))) => self.stream_broken = true,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Raw reading after a framing error: discard bytes until EOF.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 512];
+        for _ in 0..READ_BATCH {
             let mut stream: &TcpStream = self.sock.get_ref();
             match stream.read(&mut scratch) {
-                Ok(_) => return Poll::Ready(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.sock.poll_readable(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                }
                 Err(_) => return Poll::Ready(()),
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let close = self.hub.borrow().close_state(self.id);
+        let mut paced = false;
         match close {
             Close::Drop => return Poll::Ready(()),
             Close::Open => {
-                if self.poll_frames(cx).is_ready() {
+                // Pacing: while much is queued for this connection, its
+                // frames wait in the kernel and TCP slows the sender down.
+                paced = self.hub.borrow().is_paced(self.id);
+                if !paced && self.poll_frames(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                // A reset or a dead peer: leave at once.
+                if self.hub.borrow().close_state(self.id) == Close::Drop {
                     return Poll::Ready(());
                 }
             }
@@ -417,6 +454,10 @@ impl Session {
                 Poll::Pending => false,
             }
         };
+        if paced && !self.hub.borrow().is_paced(self.id) {
+            // The backlog went down while reading was paused: read again.
+            cx.waker().wake_by_ref();
+        }
         if close_sent {
             if self.peer_closed {
                 return Poll::Ready(());
