@@ -185,6 +185,8 @@ pub struct Snapshot {
     pub max_connections: u32,
     pub max_rooms: u32,
     pub queued_bytes: usize,
+    /// Bytes of the shared budget for reading large frames in use.
+    pub read_buffer_bytes: usize,
     pub blocked_ips: usize,
     pub strikes_total: u64,
     pub ip_blocks_total: u64,
@@ -207,7 +209,7 @@ pub fn health_body(s: &Snapshot) -> String {
 \"max_connections\":{},\"max_rooms\":{},\"connections_total\":{},\"messages_relayed\":{},\"reactions_relayed\":{},\
 \"deliveries\":{},\"queued_bytes\":{},\"rate_limited\":{},\"protocol_errors\":{},\"oversize_messages\":{},\
 \"flood_closes\":{},\"slow_consumer_closes\":{},\"heartbeat_timeouts\":{},\"strikes\":{},\"ip_blocks\":{},\
-\"blocked_ips\":{},\"rejected_connections\":{}}}}}",
+\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{}}}}}",
         s.uptime_seconds,
         s.active_connections,
         s.active_rooms,
@@ -232,6 +234,7 @@ pub fn health_body(s: &Snapshot) -> String {
             + st.rejected_too_many_connections
             + st.rejected_server_full
             + st.rejected_origin,
+        s.read_buffer_bytes,
     );
     out
 }
@@ -287,6 +290,12 @@ pub fn metrics_body(s: &Snapshot) -> String {
         "gauge",
         "Outbound bytes waiting for slow sockets.",
         s.queued_bytes as u64,
+    );
+    metric(
+        "read_buffer_bytes",
+        "gauge",
+        "Bytes of the shared budget for reading large frames in use.",
+        s.read_buffer_bytes as u64,
     );
     metric(
         "blocked_ips",

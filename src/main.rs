@@ -8,6 +8,7 @@ mod limits;
 mod logging;
 mod outbound;
 mod protocol;
+mod reading;
 mod rooms;
 mod server;
 mod session;

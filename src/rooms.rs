@@ -7,6 +7,7 @@
 //! the end of every operation that queued something ([`Hub::settle`]),
 //! removes the slow consumers that [`Policy`] names.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, TcpStream};
@@ -21,6 +22,7 @@ use crate::limits::{IpTable, StrikeOutcome};
 pub use crate::outbound::ConnId;
 use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
 use crate::protocol::{self, ErrorCode, FrameBuilder, JoinRequest};
+use crate::reading::ReadBudget;
 
 const NO_ROOM: u32 = u32::MAX;
 
@@ -96,6 +98,8 @@ pub struct Hub {
     users_in_rooms: u32,
     pub ips: IpTable,
     pub stats: Stats,
+    /// Memory for reading large client frames, shared by every session.
+    pub read_budget: Rc<RefCell<ReadBudget>>,
     frames: FrameBuilder,
     /// Bytes of every room log and unsent private buffer.
     queued_bytes: usize,
@@ -161,6 +165,7 @@ impl Hub {
                 cfg.block_strike_limit,
             ),
             stats: Stats::default(),
+            read_budget: Rc::new(RefCell::new(ReadBudget::new(cfg.max_message_size as usize))),
             frames: FrameBuilder::new(),
             queued_bytes: 0,
             policy: Policy::new(cfg),

@@ -261,6 +261,7 @@ fn snapshot(shared: &Shared) -> Snapshot {
         max_connections: shared.cfg.max_connections,
         max_rooms: shared.cfg.max_rooms,
         queued_bytes: hub.queued_bytes(),
+        read_buffer_bytes: hub.read_budget.borrow().in_use(),
         blocked_ips: hub.ips.blocked_count(now),
         strikes_total: hub.ips.strikes_total,
         ip_blocks_total: hub.ips.blocks_total,

@@ -27,6 +27,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::limits::Budget;
 use crate::protocol::{self, ErrorCode};
+use crate::reading::{FrameTracker, ReadBudget};
 use crate::rooms::{Close, ConnId, Hub};
 
 /// Frames handled in one poll before yielding to other tasks, so one busy
@@ -45,11 +46,53 @@ pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The byte stream tungstenite reads from. Writes are discarded: the relay
 /// frames and writes everything itself (`Hub::poll_flush`), including the
-/// pong and close replies tungstenite would otherwise queue.
+/// pong and close replies tungstenite would otherwise queue. Reads follow the
+/// frame boundaries and the shared budget of [`crate::reading`].
 pub struct WsIo {
     sock: Arc<Async<TcpStream>>,
     /// The socket may have data: try `read` before waiting for readiness.
     readable: bool,
+    frames: FrameTracker,
+    budget: Rc<RefCell<ReadBudget>>,
+}
+
+impl WsIo {
+    fn new(
+        sock: Arc<Async<TcpStream>>,
+        readable: bool,
+        cfg: &Config,
+        budget: Rc<RefCell<ReadBudget>>,
+    ) -> WsIo {
+        WsIo {
+            sock,
+            readable,
+            frames: FrameTracker::new(u64::from(cfg.max_message_size)),
+            budget,
+        }
+    }
+
+    /// Takes the budget share the current frame needs before more of it is
+    /// read; false (with `cx` registered) while there is none to take.
+    fn take_share(&mut self, cx: &Context<'_>) -> bool {
+        match self.frames.share_needed() {
+            None => true,
+            Some(n) => {
+                let ok = self.budget.borrow_mut().try_take(n, cx.waker());
+                if ok {
+                    self.frames.granted();
+                }
+                ok
+            }
+        }
+    }
+}
+
+impl Drop for WsIo {
+    fn drop(&mut self) {
+        if let Ok(mut budget) = self.budget.try_borrow_mut() {
+            budget.give_back(self.frames.held());
+        }
+    }
 }
 
 impl smol::io::AsyncRead for WsIo {
@@ -59,6 +102,15 @@ impl smol::io::AsyncRead for WsIo {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if !this.take_share(cx) {
+            return Poll::Pending;
+        }
+        // Never read past the end of a frame that holds a share.
+        let limit = this
+            .frames
+            .read_limit()
+            .map_or(buf.len(), |l| l.min(buf.len()));
+        let buf = &mut buf[..limit];
         loop {
             if !this.readable {
                 std::task::ready!(this.sock.poll_readable(cx))?;
@@ -71,6 +123,8 @@ impl smol::io::AsyncRead for WsIo {
                     if n < buf.len() {
                         this.readable = false;
                     }
+                    let released = this.frames.observe(&buf[..n]);
+                    this.budget.borrow_mut().give_back(released);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
@@ -150,12 +204,13 @@ impl Session {
     ) -> Session {
         // The socket's send buffer size and TCP_NODELAY were inherited from
         // the listener (`server::tune_listener`).
-        let io = WsIo {
-            sock: sock.clone(),
-            // The client waits for the 101 before it sends frames: unless it
-            // sent some early, wait for readiness instead of trying a read.
-            readable: !leftover.is_empty(),
-        };
+        // The client waits for the 101 before it sends frames: unless it
+        // sent some early, wait for readiness instead of trying a read.
+        let budget = hub.borrow().read_budget.clone();
+        let mut io = WsIo::new(sock.clone(), !leftover.is_empty(), &cfg, budget);
+        // Bytes read with the request head reach tungstenite directly.
+        let released = io.frames.observe(&leftover);
+        io.budget.borrow_mut().give_back(released);
         let role = tungstenite::protocol::Role::Server;
         let config = Some(ws_config(&cfg));
         let ws = if leftover.is_empty() {
@@ -345,8 +400,36 @@ impl Session {
         self.stream_broken = true;
     }
 
+    /// Replaces tungstenite's state by a fresh one, giving back the read
+    /// buffer a large message grew. Called only when tungstenite holds no
+    /// unread byte and no partial message ([`FrameTracker::take_fresh`]).
+    fn renew_reader(&mut self) {
+        let old = self.ws.get_ref();
+        let io = WsIo::new(
+            self.sock.clone(),
+            old.readable,
+            &self.cfg,
+            old.budget.clone(),
+        );
+        let role = tungstenite::protocol::Role::Server;
+        let fresh = WebSocketStream::from_raw_socket(io, role, Some(ws_config(&self.cfg)));
+        let mut fresh = std::pin::pin!(fresh);
+        // Building the stream does no I/O: it is ready at once.
+        if let Poll::Ready(ws) = fresh
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            self.ws = ws;
+        }
+    }
+
     /// Reads and handles up to `READ_BATCH` frames. Ready(()) when the peer is gone.
     fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // A frame waiting for its share of the read budget: not even the
+        // socket's readiness matters until the share is there.
+        if !self.ws.get_mut().take_share(cx) {
+            return Poll::Pending;
+        }
         // Woken to write, with tungstenite holding no complete frame: skip the
         // whole read path unless the socket has news.
         if !self.may_have_frames {
@@ -362,7 +445,12 @@ impl Session {
         }
         for _ in 0..READ_BATCH {
             match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(msg))) => self.on_message(msg),
+                Poll::Ready(Some(Ok(msg))) => {
+                    self.on_message(msg);
+                    if self.ws.get_mut().frames.take_fresh() {
+                        self.renew_reader();
+                    }
+                }
                 Poll::Ready(Some(Err(e))) => {
                     self.on_error(e);
                     return Poll::Pending;
