@@ -138,6 +138,9 @@ pub struct Outbox {
     /// Frames for this connection only, already framed.
     private: Vec<u8>,
     private_sent: usize,
+    /// Leading bytes of `private` that finish a room frame begun before the
+    /// connection left its room (they start with no frame header).
+    private_tail: usize,
     /// When a write last found the socket full with bytes still to send
     /// (µs), or 0 while the socket keeps taking what it is given.
     stalled_since: u64,
@@ -206,6 +209,7 @@ impl Outbox {
             // nothing of the private buffer has been written yet.
             debug_assert_eq!(self.private_sent, 0);
             self.private.splice(0..0, rest.iter().copied());
+            self.private_tail += rest.len();
             added += rest.len();
             self.partial = 0;
         }
@@ -273,6 +277,7 @@ impl Outbox {
             // Give the buffer back: an idle connection holds none.
             self.private = Vec::new();
             self.private_sent = 0;
+            self.private_tail = 0;
         }
         // 3. Room frames, skipping entries not meant for this connection.
         if let Some(log) = log {
@@ -310,6 +315,27 @@ impl Outbox {
         self.partial = 0;
     }
 
+    /// Drops the private bytes not yet written, except the rest of a frame
+    /// already begun, so the byte stream stays well formed. Returns the
+    /// bytes freed. Used on connections closed to keep the process budget.
+    #[must_use]
+    pub fn discard_unsent(&mut self) -> usize {
+        let tail = self.private_tail;
+        let keep = tail
+            + frame_end_from(
+                &self.private[tail..],
+                self.private_sent.saturating_sub(tail),
+            );
+        let freed = self.private.len() - keep;
+        self.private.truncate(keep);
+        if self.private_pending() == 0 {
+            self.private = Vec::new();
+            self.private_sent = 0;
+            self.private_tail = 0;
+        }
+        freed
+    }
+
     /// Moves past the entries at the end of the log that are not for this
     /// member (its own `userTyping`, replies to others), so that a member
     /// with nothing to write counts as drained.
@@ -333,6 +359,27 @@ impl Outbox {
             self.stalled_since = 0;
         }
     }
+}
+
+/// The end of the server frame (unmasked) that contains byte `pos - 1` of
+/// `buf`, a run of whole frames: where a stream cut at `pos` may stop.
+fn frame_end_from(buf: &[u8], pos: usize) -> usize {
+    let mut at = 0;
+    while at < pos && at + 2 <= buf.len() {
+        let (len, header) = match buf[at + 1] & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
+                4,
+            ),
+            127 => {
+                let raw: [u8; 8] = buf[at + 2..at + 10].try_into().expect("8 bytes");
+                (u64::from_be_bytes(raw) as usize, 10)
+            }
+            n => (usize::from(n), 2),
+        };
+        at += header + len;
+    }
+    at.min(buf.len())
 }
 
 /// The slow-consumer and pacing rules, from the configuration.
@@ -361,11 +408,12 @@ impl Policy {
     }
 
     /// How much may be queued for a connection before its frames are no
-    /// longer read. Past half the process budget everyone is paced harder,
-    /// so that many busy rooms slow down before anyone is evicted.
+    /// longer read. Past half the process budget a connection is read only
+    /// while nothing at all waits for it, so that busy rooms slow down
+    /// before anyone is evicted.
     pub fn pace_limit(&self, queued_total: usize) -> usize {
         if queued_total > self.budget / 2 {
-            self.pace / 16
+            0
         } else {
             self.pace
         }
@@ -442,14 +490,40 @@ mod tests {
         log.push(Rc::from(&b"ef"[..]), NOBODY, false, 2);
         assert_eq!(written(&a, Some(&log), 0), b"cdef");
         assert_eq!(written(&b, Some(&log), 1), b"abef");
-        // b writes half a frame, then leaves: the rest is finished privately.
+        // b writes half a frame, then leaves: the rest is finished privately,
+        // and survives discarding what was not begun.
         let _ = b.consume(Some(&mut log), 1, 1);
         assert_eq!(b.leave(&mut log, 1), 1);
+        assert_eq!(written(&b, None, 1), b"b");
+        assert_eq!(b.discard_unsent(), 0);
         assert_eq!(written(&b, None, 1), b"b");
         // a leaves with nothing written: its reply stays, the rest goes.
         assert_eq!(a.leave(&mut log, 0), 2);
         assert_eq!(written(&a, None, 0), b"cd");
         assert_eq!(log.trim(), 6);
+    }
+
+    #[test]
+    fn discarding_keeps_the_frame_being_written() {
+        let mut o = Outbox::default();
+        let frames: Vec<u8> = [
+            crate::protocol::close_frame(1000, "a"),
+            vec![0x81, 126, 0, 200],
+            vec![b'x'; 200],
+            vec![0x81, 3, b'a', b'b', b'c'],
+        ]
+        .concat();
+        let first = crate::protocol::close_frame(1000, "a").len();
+        o.private_mut().extend_from_slice(&frames);
+        // Nothing written: everything goes.
+        let mut fresh = Outbox::default();
+        fresh.private_mut().extend_from_slice(&frames);
+        assert_eq!(fresh.discard_unsent(), frames.len());
+        assert_eq!(fresh.private_pending(), 0);
+        // Half of the second frame written: the rest of it stays.
+        let _ = o.consume(None, 0, first + 10);
+        assert_eq!(o.discard_unsent(), 5);
+        assert_eq!(o.private_pending(), 204 - 10);
     }
 
     #[test]
@@ -475,6 +549,6 @@ mod tests {
         assert!(!p.is_stalled(&o, 400));
         assert!(p.over_queue(1001) && !p.over_queue(1000));
         assert!(p.over_budget(9_990, 11) && !p.over_budget(9_990, 10));
-        assert_eq!((p.pace_limit(5_000), p.pace_limit(5_001)), (250, 15));
+        assert_eq!((p.pace_limit(5_000), p.pace_limit(5_001)), (250, 0));
     }
 }

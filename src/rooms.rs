@@ -346,8 +346,10 @@ impl Hub {
                 self.evict_over_bound(r);
             }
         }
-        // Each eviction frees at least the oldest entries of a room log;
-        // a few per call keep one operation's cost bounded.
+        // Rule (c). Evicting the member furthest behind frees the oldest
+        // entries of its room's log; what it had not been sent privately is
+        // dropped too (the frame being written is finished), so the budget
+        // is a bound. A few per call keep one operation's cost bounded.
         for _ in 0..8 {
             if !self.policy.over_budget(self.queued_bytes, 0) {
                 break;
@@ -356,13 +358,14 @@ impl Hub {
                 .filter(|&i| {
                     self.conns[i as usize]
                         .as_ref()
-                        .is_some_and(|c| c.close == Close::Open)
+                        .is_some_and(|c| matches!(c.close, Close::Open | Close::Now(..)))
                 })
                 .max_by_key(|&i| self.backlog(i));
-            match victim {
-                Some(v) if self.backlog(v) > 0 => self.evict(v),
-                _ => break,
-            }
+            let Some(v) = victim.filter(|&v| self.backlog(v) > 0) else {
+                break;
+            };
+            self.evict(v);
+            self.queued_bytes -= self.conn_mut(v).out.discard_unsent();
         }
     }
 

@@ -190,6 +190,8 @@ pub struct Session {
     /// tungstenite may hold a complete frame or the socket may be readable;
     /// false only after tungstenite asked for more bytes.
     may_have_frames: bool,
+    /// Reading stopped because too much is queued for this connection.
+    paused: bool,
     deadline: Option<Timer>,
 }
 
@@ -229,6 +231,7 @@ impl Session {
             stream_broken: false,
             write_shut: false,
             may_have_frames: true,
+            paused: false,
             deadline: None,
         }
     }
@@ -462,7 +465,12 @@ impl Session {
                     return Poll::Pending;
                 }
             }
-            if self.hub.borrow().close_state(self.id) != Close::Open {
+            let hub = self.hub.borrow();
+            if hub.close_state(self.id) != Close::Open {
+                return Poll::Pending;
+            }
+            if hub.is_paced(self.id) {
+                self.paused = true;
                 return Poll::Pending;
             }
         }
@@ -517,14 +525,13 @@ impl Session {
 
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let close = self.hub.borrow().close_state(self.id);
-        let mut paced = false;
         match close {
             Close::Drop => return Poll::Ready(()),
             Close::Open => {
                 // Pacing: while much is queued for this connection, its
                 // frames wait in the kernel and TCP slows the sender down.
-                paced = self.hub.borrow().is_paced(self.id);
-                if !paced && self.poll_frames(cx).is_ready() {
+                self.paused = self.hub.borrow().is_paced(self.id);
+                if !self.paused && self.poll_frames(cx).is_ready() {
                     return Poll::Ready(());
                 }
                 // A reset or a dead peer: leave at once.
@@ -542,8 +549,9 @@ impl Session {
                 Poll::Pending => false,
             }
         };
-        if paced && !self.hub.borrow().is_paced(self.id) {
+        if self.paused && !self.hub.borrow().is_paced(self.id) {
             // The backlog went down while reading was paused: read again.
+            self.paused = false;
             cx.waker().wake_by_ref();
         }
         if close_sent {
