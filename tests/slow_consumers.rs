@@ -185,11 +185,14 @@ fn burst(members: usize, messages: usize, request_bytes: usize, extra_env: &[(&s
         let expected = members * messages;
         readers.push(thread::spawn(move || {
             go.wait();
-            read_all(&mut ws, expected, Duration::from_secs(20))
+            let log = read_all(&mut ws, expected, Duration::from_secs(20));
+            (log, ws)
         }));
     }
     let write_errors: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    let logs: Vec<MemberLog> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    // The connections stay open until the end of the test.
+    let (logs, _open): (Vec<MemberLog>, Vec<RawWs>) =
+        readers.into_iter().map(|r| r.join().unwrap()).unzip();
 
     let expected = members * messages;
     let closed_1013 = logs.iter().filter(|l| l.close == Some(1013)).count();
@@ -341,6 +344,13 @@ fn read_like_a_phone(
     log
 }
 
+/// Joins reader threads that return their log and their connection.
+fn join_members(
+    threads: Vec<thread::JoinHandle<(MemberLog, RawWs)>>,
+) -> (Vec<MemberLog>, Vec<RawWs>) {
+    threads.into_iter().map(|t| t.join().unwrap()).unzip()
+}
+
 /// Sends `count` messages of `request_bytes`, one every `period`, from its
 /// own thread; the echoes are read by the member's reader.
 fn paced_sender(
@@ -450,14 +460,15 @@ fn wifi_paced_readers_stay_and_a_stopped_reader_is_closed_with_1013() {
         .map(|mut ws| {
             let stop = stop.clone();
             thread::spawn(move || {
-                read_like_a_phone(
+                let log = read_like_a_phone(
                     &mut ws,
                     2_000_000.0,
                     Duration::from_millis(500),
                     Duration::from_millis(100),
                     &stop,
                     expected,
-                )
+                );
+                (log, ws)
             })
         })
         .collect();
@@ -492,7 +503,7 @@ fn wifi_paced_readers_stay_and_a_stopped_reader_is_closed_with_1013() {
                     }
                 }
             }
-            log
+            (log, ws)
         }));
     }
     drop(left_tx);
@@ -512,14 +523,10 @@ fn wifi_paced_readers_stay_and_a_stopped_reader_is_closed_with_1013() {
         .map(|t| t.join().unwrap())
         .collect();
     stop.store(true, Ordering::Relaxed);
-    let sender_logs: Vec<MemberLog> = sender_readers
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    let phone_logs: Vec<MemberLog> = phone_threads
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    // Members stay connected until the end: one that left early would be
+    // seen leaving by the others.
+    let (sender_logs, _senders) = join_members(sender_readers);
+    let (phone_logs, _phones) = join_members(phone_threads);
 
     let room_order = &sender_logs[0].order;
     let phones_closed: Vec<_> = phone_logs.iter().filter_map(|l| l.close).collect();
@@ -598,14 +605,15 @@ fn wifi_paced_readers_survive_bursts_at_default_limits() {
         .map(|mut ws| {
             let stop = stop.clone();
             thread::spawn(move || {
-                read_like_a_phone(
+                let log = read_like_a_phone(
                     &mut ws,
                     2_000_000.0,
                     Duration::from_millis(500),
                     Duration::from_millis(100),
                     &stop,
                     expected,
-                )
+                );
+                (log, ws)
             })
         })
         .collect();
@@ -623,7 +631,8 @@ fn wifi_paced_readers_survive_bursts_at_default_limits() {
             Duration::from_millis(100),
         ));
         sender_readers.push(thread::spawn(move || {
-            read_all(&mut ws, expected, Duration::from_secs(20))
+            let log = read_all(&mut ws, expected, Duration::from_secs(20));
+            (log, ws)
         }));
     }
     let send_errors: Vec<_> = send_threads
@@ -631,14 +640,10 @@ fn wifi_paced_readers_survive_bursts_at_default_limits() {
         .map(|t| t.join().unwrap())
         .collect();
     stop.store(true, Ordering::Relaxed);
-    let sender_logs: Vec<MemberLog> = sender_readers
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    let phone_logs: Vec<MemberLog> = phone_threads
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    // Members stay connected until the end: one that left early would be
+    // seen leaving by the others.
+    let (sender_logs, _senders) = join_members(sender_readers);
+    let (phone_logs, _phones) = join_members(phone_threads);
     let logs: Vec<&MemberLog> = sender_logs.iter().chain(&phone_logs).collect();
     let closed: Vec<_> = logs.iter().map(|l| l.close).collect();
     let missed: Vec<usize> = logs.iter().map(|l| expected - l.order.len()).collect();
@@ -713,16 +718,16 @@ fn wifi_stopped_reader_is_closed_after_the_stall_time() {
 /// connection with the largest backlog goes first, whichever room it is in.
 /// Room A: a loud sender and a member that stopped reading (a large
 /// backlog); room B: a quiet sender and another stopped member (a small
-/// one). The per-connection bound and the stall time are out of reach, so
-/// only the budget (1 MiB, below the default 1 MiB bound once B's backlog
-/// counts) can close anyone: A's stopped member, not B's.
+/// one). The per-connection bound (default 1 MiB) and the stall time (60 s)
+/// are out of reach, so only the budget (512 KiB) can close anyone: A's
+/// stopped member, not B's.
 #[test]
 fn queue_budget_closes_the_largest_backlog_first() {
     let srv = Server::start(&room_env(&[
         ("RATE_LIMIT_MESSAGE_LIMIT", "100000"),
         ("RATE_LIMIT_FRAME_LIMIT", "100000"),
         ("SLOW_CONSUMER_STALL_SECS", "60"),
-        ("QUEUE_BUDGET_BYTES", "1048576"),
+        ("QUEUE_BUDGET_BYTES", "524288"),
     ]));
     let mut stop_a = RawWs::connect_with(srv.port, None, Some(4096));
     stop_a.join("a", "stop-a");
@@ -733,7 +738,7 @@ fn queue_budget_closes_the_largest_backlog_first() {
     let mut quiet = RawWs::connect(srv.port);
     quiet.join("b", "quiet");
     // B first gets a backlog of its own (~200 KB), then A a larger one
-    // that grows until the 1 MiB budget runs out.
+    // (3 MB offered) that grows until the budget runs out.
     let quiet_send = paced_sender(
         quiet.stream.try_clone().unwrap(),
         1,
@@ -741,9 +746,12 @@ fn queue_budget_closes_the_largest_backlog_first() {
         2_048,
         Duration::from_millis(5),
     );
-    let quiet_reader = thread::spawn(move || read_all(&mut quiet, 100, Duration::from_secs(10)));
+    let quiet_reader = thread::spawn(move || {
+        let log = read_all(&mut quiet, 100, Duration::from_secs(10));
+        (log, quiet)
+    });
     assert!(quiet_send.join().unwrap().is_none());
-    let quiet_log = quiet_reader.join().unwrap();
+    let (quiet_log, _quiet) = quiet_reader.join().unwrap();
     assert_eq!(quiet_log.order.len(), 100, "{quiet_log:?}");
     let loud_send = paced_sender(
         loud.stream.try_clone().unwrap(),
