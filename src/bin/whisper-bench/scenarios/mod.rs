@@ -1,12 +1,15 @@
 //! The scenarios, and what they share: a fresh relay per run, measured
 //! traffic phases, and the relay's own counters from `/health`.
 
+mod burst;
 mod chatty;
 mod churn;
+mod closes;
 mod count;
 mod fanout;
 mod floor;
 mod idle;
+mod wifi;
 mod worst;
 
 use std::cell::RefCell;
@@ -31,18 +34,24 @@ pub enum Scenario {
     Chatty,
     Churn,
     WorstCase,
+    Burst,
+    Wifi,
+    Closes,
     /// Not in `ALL`: runs only when named.
     Count,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Floor,
         Scenario::Idle,
         Scenario::Fanout,
         Scenario::Chatty,
         Scenario::Churn,
         Scenario::WorstCase,
+        Scenario::Burst,
+        Scenario::Wifi,
+        Scenario::Closes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +62,9 @@ impl Scenario {
             Scenario::Chatty => "chatty",
             Scenario::Churn => "churn",
             Scenario::WorstCase => "worst-case",
+            Scenario::Burst => "burst",
+            Scenario::Wifi => "wifi",
+            Scenario::Closes => "closes",
             Scenario::Count => "count",
         }
     }
@@ -154,6 +166,9 @@ pub fn run(
             Scenario::Chatty => chatty::run(&lab).await,
             Scenario::Churn => churn::run(&lab).await,
             Scenario::WorstCase => worst::run(&lab).await,
+            Scenario::Burst => burst::run(&lab).await,
+            Scenario::Wifi => wifi::run(&lab).await,
+            Scenario::Closes => closes::run(&lab).await,
             Scenario::Count => count::run(&lab).await,
         }
     }));
