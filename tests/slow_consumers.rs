@@ -11,6 +11,8 @@
 //!   the close frame.
 //! - `*_close_*`: flood (1008) and oversize (1009) closes reach a client that
 //!   keeps sending, or answers late, and the stream ends in EOF, not a reset.
+//! - `queue_budget_*`: when `QUEUE_BUDGET_BYTES` runs out, the connection
+//!   with the largest backlog is closed first, whichever room it is in.
 //! - `reset_*`: a connection aborted with a TCP reset leaves
 //!   `active_connections` at once.
 //!
@@ -799,7 +801,7 @@ struct CloseTrial {
     reset: bool,
     /// Any other error, for the report.
     other: Option<ErrorKind>,
-    /// Frames the client sent after its first one.
+    /// Pings the writer thread sent after the first write.
     sent_after: u64,
 }
 
