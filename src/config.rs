@@ -255,7 +255,7 @@ impl Config {
                 QUEUE_CAP,
             )?,
             slow_consumer_stall_secs: number(src, "SLOW_CONSUMER_STALL_SECS", 10, 1, 3600)?,
-            queue_budget_bytes: number(src, "QUEUE_BUDGET_BYTES", 16 << 20, 1 << 20, QUEUE_CAP)?,
+            queue_budget_bytes: number(src, "QUEUE_BUDGET_BYTES", 16 << 20, 64 * 1024, QUEUE_CAP)?,
             trusted_proxies,
             allowed_origins,
             log_format,

@@ -34,6 +34,10 @@ pub type Iov<'a> = heapless::Vec<IoSlice<'a>, IOV_MAX>;
 /// for it (a quarter of the per-connection bound when that is smaller).
 pub const PACE_BYTES_MAX: usize = 256 * 1024;
 
+/// A member whose socket took nothing for this long (µs) stops holding its
+/// room's senders back; it is evicted later, by the bound or the stall time.
+pub const PACE_GRACE_US: u64 = 1_000_000;
+
 /// One framed message in a room's log.
 struct Entry {
     frame: Rc<[u8]>,
@@ -427,6 +431,12 @@ impl Policy {
     /// Rule (b): bytes waiting and the socket took none for the stall time.
     pub fn is_stalled(&self, out: &Outbox, now: u64) -> bool {
         out.stalled_since != 0 && now.saturating_sub(out.stalled_since) >= self.stall_us
+    }
+
+    /// Whether `out`'s socket has taken nothing for long enough that it no
+    /// longer holds its room's senders back (pacing); it may still catch up.
+    pub fn is_stuck(&self, out: &Outbox, now: u64) -> bool {
+        out.stalled_since != 0 && now.saturating_sub(out.stalled_since) >= PACE_GRACE_US
     }
 
     /// Rule (c): adding `len` bytes would exceed the process budget.

@@ -20,6 +20,8 @@ use crate::clock;
 use crate::config::{Config, ROOM_USERS_CAP};
 use crate::limits::{IpTable, StrikeOutcome};
 pub use crate::outbound::ConnId;
+#[cfg(test)]
+use crate::outbound::PACE_GRACE_US;
 use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
 use crate::protocol::{self, ErrorCode, FrameBuilder, JoinRequest};
 use crate::reading::ReadBudget;
@@ -59,6 +61,8 @@ pub struct Conn {
     /// When anything last arrived from the peer (µs, [`clock::now_micros`]).
     pub last_seen: u64,
     pub close: Close,
+    /// Its frames are not being read (pacing); woken when that may change.
+    paused: bool,
 }
 
 struct Room {
@@ -215,6 +219,7 @@ impl Hub {
             waker: None,
             last_seen: clock::now_micros(),
             close: Close::Open,
+            paused: false,
         };
         self.open_conns += 1;
         self.stats.connections_total += 1;
@@ -315,11 +320,53 @@ impl Hub {
 
     // ---------------------------------------------------- slow consumers
 
-    /// Whether `id`'s frames should not be read for now: so much is queued
-    /// for it that reading more would only grow its backlog. TCP flow
-    /// control then slows the sender down.
+    /// Whether `id`'s frames should not be read for now, so that TCP flow
+    /// control slows the sender down: too much is queued for it, or a member
+    /// of its room that is still taking bytes is far behind (a room's
+    /// senders wait for its readers). A member whose socket has taken
+    /// nothing for a while ([`Policy::is_stuck`]) holds nobody back.
     pub fn is_paced(&self, id: ConnId) -> bool {
-        self.backlog(id) > self.policy.pace_limit(self.queued_bytes)
+        self.paced_at(id, clock::now_micros)
+    }
+
+    /// [`Hub::is_paced`] with the clock given: it is read only when the
+    /// room's log is long.
+    fn paced_at(&self, id: ConnId, clock: impl FnOnce() -> u64) -> bool {
+        let conn = self.conn(id);
+        let log = self.log(conn.room);
+        if conn.out.backlog(log) > self.policy.pace_limit(self.queued_bytes) {
+            return true;
+        }
+        let Some(log) = log else { return false };
+        if log.bytes() <= self.policy.pace {
+            return false;
+        }
+        let now = clock();
+        let room = self.rooms[conn.room as usize].as_ref().expect("room");
+        room.members.iter().any(|&m| {
+            let out = &self.conn(m).out;
+            out.backlog(Some(log)) > self.policy.pace && !self.policy.is_stuck(out, now)
+        })
+    }
+
+    pub fn is_paused(&self, id: ConnId) -> bool {
+        self.conn(id).paused
+    }
+
+    /// Records whether `id`'s session stopped reading for pacing.
+    pub fn set_paused(&mut self, id: ConnId, paused: bool) {
+        self.conn_mut(id).paused = paused;
+    }
+
+    /// Wakes the paused members of room `r`: what held them back went down.
+    fn wake_paused(&self, r: u32) {
+        if let Some(room) = self.rooms[r as usize].as_ref() {
+            for &m in &room.members {
+                if self.conn(m).paused {
+                    self.wake(m);
+                }
+            }
+        }
     }
 
     /// Closes `id` as a slow consumer: it leaves its room at once (the room
@@ -390,8 +437,13 @@ impl Hub {
 
     /// Rule (b): closes every connection whose socket has taken no byte for
     /// the stall time while it had bytes to send.
+    /// Paused connections are woken too: a laggard that stopped taking
+    /// bytes no longer holds its room back once it counts as stuck.
     pub fn evict_stalled(&mut self, now: u64) {
         for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(|c| c.paused) {
+                self.wake(i as ConnId);
+            }
             let stalled = self.conns[i]
                 .as_ref()
                 .is_some_and(|c| c.close == Close::Open && self.policy.is_stalled(&c.out, now));
@@ -604,7 +656,9 @@ impl Hub {
             room.members.remove(pos);
         }
         self.users_in_rooms -= 1;
+        let before = room.log.bytes();
         self.queued_bytes -= room.log.trim();
+        let eased = before > self.policy.pace && room.log.bytes() <= self.policy.pace;
         if room.members.is_empty() {
             let room = self.rooms[r as usize].take().expect("room");
             self.queued_bytes -= room.log.bytes();
@@ -619,6 +673,9 @@ impl Hub {
             out.extend_from_slice(br#""}"#);
             let frame = self.frames.finish_shared();
             self.push_entry(r, frame, NOBODY, false);
+        }
+        if eased {
+            self.wake_paused(r);
         }
     }
 
@@ -899,7 +956,11 @@ impl Hub {
         if done.passed_front
             && let Some(log) = log
         {
+            let before = log.bytes();
             self.queued_bytes -= log.trim();
+            if before > self.policy.pace && log.bytes() <= self.policy.pace {
+                self.wake_paused(r);
+            }
         }
     }
 }
@@ -1144,8 +1205,18 @@ mod tests {
         assert!(!h.is_paced(a));
         h.relay_message(a, &"A".repeat(2_000)).unwrap();
         assert!(h.is_paced(a) && h.is_paced(b));
+        // a has read everything, but b, still taking bytes, is behind: the
+        // room's sender waits for its reader.
         drain(&mut h, a);
-        assert!(!h.is_paced(a) && h.is_paced(b));
+        assert!(h.is_paced(a));
+        // b's socket took nothing for over a second: it holds nobody back.
+        h.conn_mut(b).out.note_write(false, true, 1_000);
+        let later = || 1_000 + PACE_GRACE_US;
+        assert!(h.paced_at(a, || 1_000 + PACE_GRACE_US / 2));
+        assert!(!h.paced_at(a, later) && h.paced_at(b, later));
+        // b catches up: nothing holds a back either way.
+        drain(&mut h, b);
+        assert!(!h.is_paced(a) && !h.is_paced(b));
     }
 
     #[test]

@@ -190,8 +190,6 @@ pub struct Session {
     /// tungstenite may hold a complete frame or the socket may be readable;
     /// false only after tungstenite asked for more bytes.
     may_have_frames: bool,
-    /// Reading stopped because too much is queued for this connection.
-    paused: bool,
     deadline: Option<Timer>,
 }
 
@@ -231,7 +229,6 @@ impl Session {
             stream_broken: false,
             write_shut: false,
             may_have_frames: true,
-            paused: false,
             deadline: None,
         }
     }
@@ -470,7 +467,8 @@ impl Session {
                 return Poll::Pending;
             }
             if hub.is_paced(self.id) {
-                self.paused = true;
+                drop(hub);
+                self.hub.borrow_mut().set_paused(self.id, true);
                 return Poll::Pending;
             }
         }
@@ -530,8 +528,13 @@ impl Session {
             Close::Open => {
                 // Pacing: while much is queued for this connection, its
                 // frames wait in the kernel and TCP slows the sender down.
-                self.paused = self.hub.borrow().is_paced(self.id);
-                if !self.paused && self.poll_frames(cx).is_ready() {
+                let paced = {
+                    let mut hub = self.hub.borrow_mut();
+                    let paced = hub.is_paced(self.id);
+                    hub.set_paused(self.id, paced);
+                    paced
+                };
+                if !paced && self.poll_frames(cx).is_ready() {
                     return Poll::Ready(());
                 }
                 // A reset or a dead peer: leave at once.
@@ -549,10 +552,13 @@ impl Session {
                 Poll::Pending => false,
             }
         };
-        if self.paused && !self.hub.borrow().is_paced(self.id) {
-            // The backlog went down while reading was paused: read again.
-            self.paused = false;
-            cx.waker().wake_by_ref();
+        {
+            let mut hub = self.hub.borrow_mut();
+            if hub.is_paused(self.id) && !hub.is_paced(self.id) {
+                // What held reading back went down: read again.
+                hub.set_paused(self.id, false);
+                cx.waker().wake_by_ref();
+            }
         }
         if close_sent {
             if self.peer_closed {
