@@ -22,7 +22,7 @@ use smol::Async;
 use crate::clock;
 use crate::config::{Config, ROOM_USERS_CAP};
 use crate::limits::{IpTable, StrikeOutcome};
-use crate::protocol::{self, ErrorCode, FrameBuilder, JoinRequest};
+use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, JoinRequest, Reaction, Reading};
 
 /// A room's log may hold this many bytes before members that are blocked on
 /// a full socket are treated as slow consumers.
@@ -50,7 +50,8 @@ pub type ConnId = u32;
 /// The identity a connection joined with.
 struct Member {
     id: heapless::String<64>,
-    /// `{"id":..,"name":..,"avatar":..}`, embedded verbatim in frames.
+    /// The member in its room's dialect ([`JoinRequest::user_json`]),
+    /// embedded verbatim in frames.
     json: Box<str>,
 }
 
@@ -87,6 +88,8 @@ pub struct Conn {
     close_queued: bool,
     /// The last write found the socket full.
     stalled: bool,
+    /// The dialect its frames are read and answered in.
+    reading: Reading,
 }
 
 struct Entry {
@@ -110,6 +113,8 @@ impl Entry {
 
 struct Room {
     name: heapless::String<64>,
+    /// Every member speaks it; rooms of the two dialects never mix.
+    dialect: Dialect,
     /// Members in join order.
     members: heapless::Vec<ConnId, ROOM_USERS_CAP>,
     log: VecDeque<Entry>,
@@ -150,8 +155,11 @@ pub struct Hub {
     open_conns: u32,
     rooms: Vec<Option<Room>>,
     free_rooms: Vec<u32>,
-    room_index: HashMap<heapless::String<64>, u32>,
+    /// Rooms by dialect and name: the dialects are separate namespaces.
+    room_index: HashMap<(Dialect, heapless::String<64>), u32>,
     users_in_rooms: u32,
+    /// Open connections reading v2 and legacy frames (`Dialect as usize`).
+    conns_by_dialect: [u32; 2],
     pub ips: IpTable,
     pub stats: Stats,
     frames: FrameBuilder,
@@ -186,21 +194,6 @@ fn finish_entry(conn: &mut Conn, room: &mut Room, n: &mut usize) -> Option<bool>
     Some(was_front)
 }
 
-/// Appends `n` in decimal without going through `fmt`.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
 fn random_prefix() -> String {
     let mut bytes = [0u8; 8];
     let ok = std::fs::File::open("/dev/urandom")
@@ -226,6 +219,7 @@ impl Hub {
             free_rooms: Vec::new(),
             room_index: HashMap::new(),
             users_in_rooms: 0,
+            conns_by_dialect: [0; 2],
             ips: IpTable::new(
                 max_connections as usize + 1024,
                 cfg.connection_limit_per_ip,
@@ -258,6 +252,11 @@ impl Hub {
         self.users_in_rooms
     }
 
+    /// Open connections currently reading `dialect`.
+    pub fn connections_in(&self, dialect: Dialect) -> u32 {
+        self.conns_by_dialect[dialect as usize]
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -268,7 +267,8 @@ impl Hub {
 
     // ------------------------------------------------------- connections
 
-    /// Registers an admitted connection (its IP already counted by `ips`).
+    /// Registers an admitted connection (its IP already counted by `ips`),
+    /// reading v2 frames until [`set_reading`](Self::set_reading) says otherwise.
     pub fn add_conn(&mut self, ip: IpAddr) -> ConnId {
         let conn = Conn {
             ip,
@@ -283,7 +283,9 @@ impl Hub {
             close: Close::Open,
             close_queued: false,
             stalled: false,
+            reading: Reading::starting(Dialect::V2),
         };
+        self.conns_by_dialect[Dialect::V2 as usize] += 1;
         self.open_conns += 1;
         self.stats.connections_total += 1;
         match self.free_conns.pop() {
@@ -307,6 +309,7 @@ impl Hub {
         };
         self.queued_bytes -= conn.private.len() - conn.private_sent;
         self.ips.release(conn.ip);
+        self.conns_by_dialect[conn.reading.dialect as usize] -= 1;
         self.open_conns -= 1;
         self.free_conns.push(id);
     }
@@ -329,6 +332,21 @@ impl Hub {
 
     pub fn ip_of(&self, id: ConnId) -> IpAddr {
         self.conn(id).ip
+    }
+
+    /// How `id` reads its frames (its dialect and whether that is fixed).
+    pub fn reading(&self, id: ConnId) -> Reading {
+        self.conn(id).reading
+    }
+
+    /// Records how `id` reads its frames from now on: the path's dialect at
+    /// the upgrade, the fixed one after its first frame with a body.
+    pub fn set_reading(&mut self, id: ConnId, reading: Reading) {
+        let conn = self.conn_mut(id);
+        let before = conn.reading.dialect;
+        conn.reading = reading;
+        self.conns_by_dialect[before as usize] -= 1;
+        self.conns_by_dialect[reading.dialect as usize] += 1;
     }
 
     /// Marks the start of `id`'s poll and records its waker.
@@ -412,13 +430,24 @@ impl Hub {
         self.wake(id);
     }
 
+    /// An error with its standard text, in `id`'s dialect.
     pub fn send_error(&mut self, id: ConnId, code: ErrorCode) {
-        self.send_error_text(id, code.as_str(), code.message());
+        let message = code.message_in(self.conn(id).reading.dialect);
+        self.send_error_text(id, code, message, None);
     }
 
-    pub fn send_error_text(&mut self, id: ConnId, code: &str, message: &str) {
+    /// An error in `id`'s dialect; `reset_ms` is the legacy `resetTime`
+    /// (v2 errors carry no such field).
+    pub fn send_error_text(
+        &mut self,
+        id: ConnId,
+        code: ErrorCode,
+        message: &str,
+        reset_ms: Option<u64>,
+    ) {
+        let dialect = self.conn(id).reading.dialect;
         self.push_private(id, |out, frames| {
-            protocol::write_error_json(frames.begin(), code, message);
+            protocol::write_error(frames.begin(), dialect, code, message, reset_ms);
             frames.finish_into(out);
         });
     }
@@ -437,10 +466,13 @@ impl Hub {
 
     // --------------------------------------------------------------- rooms
 
-    /// `join`: leaves the current room (if any) and joins `req.room`.
+    /// `join`: leaves the current room (if any) and joins `req.room` in the
+    /// connection's dialect's namespace.
     pub fn join(&mut self, id: ConnId, req: JoinRequest) -> Result<(), ErrorCode> {
-        let key: heapless::String<64> =
+        let dialect = self.conn(id).reading.dialect;
+        let name: heapless::String<64> =
             heapless::String::try_from(req.room.as_str()).map_err(|_| ErrorCode::InvalidRoomId)?;
+        let key = (dialect, name);
         let current = self.conn(id).room;
         let target = self.room_index.get(&key).copied();
         if let Some(r) = target {
@@ -482,13 +514,8 @@ impl Hub {
         let json: Box<str> = req.user_json.into_boxed_str();
 
         // Tell the others first; the joiner's cursor starts after that entry.
-        let frame = {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userJoined","user":"#);
-            out.extend_from_slice(json.as_bytes());
-            out.push(b'}');
-            self.frames.finish_shared()
-        };
+        protocol::write_user_joined(self.frames.begin(), dialect, &json);
+        let frame = self.frames.finish_shared();
         self.push_room(r, frame, NOBODY);
 
         let room = self.rooms[r as usize].as_mut().expect("room");
@@ -503,28 +530,26 @@ impl Hub {
             conn.member = Some(Box::new(Member { id: user_id, json }));
         }
 
-        // The member list, including the joiner, in join order.
+        // The member list in join order, with the joiner where the dialect
+        // lists it.
         let conns = &self.conns;
         let room = self.rooms[r as usize].as_ref().expect("room");
-        let out = self.frames.begin();
-        out.extend_from_slice(br#"{"type":"userList","users":["#);
-        for (i, &m) in room.members.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Some(mem) = conns[m as usize].as_ref().and_then(|c| c.member.as_ref()) {
-                out.extend_from_slice(mem.json.as_bytes());
-            }
-        }
-        out.extend_from_slice(b"]}");
+        let members = room
+            .members
+            .iter()
+            .filter(|&&m| m != id || dialect.lists_joiner())
+            .filter_map(|&m| conns[m as usize].as_ref()?.member.as_ref())
+            .map(|mem| &*mem.json);
+        protocol::write_user_list(self.frames.begin(), dialect, members);
         self.push_private(id, |out, frames| frames.finish_into(out));
         self.frames.shrink();
         Ok(())
     }
 
-    fn create_room(&mut self, name: heapless::String<64>) -> u32 {
+    fn create_room(&mut self, key: (Dialect, heapless::String<64>)) -> u32 {
         let room = Room {
-            name: name.clone(),
+            name: key.1.clone(),
+            dialect: key.0,
             members: heapless::Vec::new(),
             log: VecDeque::new(),
             base: 0,
@@ -540,7 +565,7 @@ impl Hub {
                 (self.rooms.len() - 1) as u32
             }
         };
-        self.room_index.insert(name, r);
+        self.room_index.insert(key, r);
         r
     }
 
@@ -598,15 +623,12 @@ impl Hub {
         if room.members.is_empty() {
             let room = self.rooms[r as usize].take().expect("room");
             self.queued_bytes -= room.log_bytes;
-            self.room_index.remove(&room.name);
+            self.room_index.remove(&(room.dialect, room.name));
             self.free_rooms.push(r);
             return;
         }
         if announce && let Some(member) = member {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userLeft","userId":""#);
-            out.extend_from_slice(member.id.as_bytes());
-            out.extend_from_slice(br#""}"#);
+            protocol::write_user_left(self.frames.begin(), room.dialect, &member.id);
             let frame = self.frames.finish_shared();
             self.push_room(r, frame, NOBODY);
         }
@@ -692,10 +714,10 @@ impl Hub {
             }
         }
         for user in evicted {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userLeft","userId":""#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#""}"#);
+            let dialect = self.rooms[r as usize]
+                .as_ref()
+                .map_or(Dialect::V2, |r| r.dialect);
+            protocol::write_user_left(self.frames.begin(), dialect, &user);
             let frame = self.frames.finish_shared();
             if self.rooms[r as usize].is_some() {
                 self.push_room(r, frame, NOBODY);
@@ -704,11 +726,11 @@ impl Hub {
     }
 
     /// Builds a room frame from the sender's identity: `build` gets the
-    /// buffer, the member's user JSON and the message-id prefix.
+    /// buffer, the room's dialect, the member and the message-id prefix.
     fn member_frame(
         &mut self,
         id: ConnId,
-        build: impl FnOnce(&mut Vec<u8>, &str, &str),
+        build: impl FnOnce(&mut Vec<u8>, Dialect, &Member, &str),
     ) -> Result<(u32, Rc<[u8]>), ErrorCode> {
         let Hub {
             conns,
@@ -721,7 +743,7 @@ impl Hub {
             (Some(m), r) if r != NO_ROOM => m,
             _ => return Err(ErrorCode::NotInRoom),
         };
-        build(frames.begin(), &member.json, id_prefix);
+        build(frames.begin(), conn.reading.dialect, member, id_prefix);
         let frame = frames.finish_shared();
         frames.shrink();
         Ok((conn.room, frame))
@@ -731,58 +753,50 @@ impl Hub {
         self.conn(id).room != NO_ROOM
     }
 
-    /// `message`: relays already-validated ciphertext to every member.
+    /// Who gets a relayed message or reaction: everyone in v2, the others in
+    /// legacy rooms (as `push_room`'s `skip`).
+    fn relay_skip(&self, id: ConnId) -> ConnId {
+        if self.conn(id).reading.dialect.echoes_to_sender() {
+            NOBODY
+        } else {
+            id
+        }
+    }
+
+    /// `message`: relays already-validated ciphertext to the room.
     pub fn relay_message(&mut self, id: ConnId, content: &str) -> Result<(), ErrorCode> {
         let seq = self.next_message + 1;
-        let (r, frame) = self.member_frame(id, |out, user, prefix| {
-            out.extend_from_slice(br#"{"type":"message","id":""#);
-            out.extend_from_slice(prefix.as_bytes());
-            out.push(b'-');
-            push_decimal(out, seq);
-            out.extend_from_slice(br#"","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#","content":""#);
-            out.extend_from_slice(content.as_bytes());
-            out.extend_from_slice(br#"","timestamp":""#);
-            let mut ts = String::with_capacity(24);
-            clock::write_rfc3339(&mut ts, clock::unix_millis(), true);
-            out.extend_from_slice(ts.as_bytes());
-            out.extend_from_slice(br#""}"#);
+        let (r, frame) = self.member_frame(id, |out, dialect, member, prefix| match dialect {
+            Dialect::V2 => {
+                let now = clock::unix_millis();
+                protocol::write_message(out, &member.json, prefix, seq, content, now);
+            }
+            Dialect::Legacy => protocol::write_legacy_message(out, content),
         })?;
         self.next_message = seq;
         self.stats.messages_relayed += 1;
-        self.push_room(r, frame, NOBODY);
+        let skip = self.relay_skip(id);
+        self.push_room(r, frame, skip);
         Ok(())
     }
 
     /// `typing`: tells the other members.
     pub fn typing(&mut self, id: ConnId, is_typing: bool) -> Result<(), ErrorCode> {
-        let (r, frame) = self.member_frame(id, |out, user, _| {
-            out.extend_from_slice(br#"{"type":"userTyping","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(if is_typing {
-                br#","isTyping":true}"#.as_slice()
-            } else {
-                br#","isTyping":false}"#.as_slice()
-            });
+        let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
+            protocol::write_typing(out, dialect, &member.json, is_typing);
         })?;
         self.push_room(r, frame, id);
         Ok(())
     }
 
-    /// `reaction`: relayed to every member, the sender included.
-    pub fn reaction(&mut self, id: ConnId, message_id: &str, emoji: &str) -> Result<(), ErrorCode> {
-        let (r, frame) = self.member_frame(id, |out, user, _| {
-            out.extend_from_slice(br#"{"type":"reaction","messageId":""#);
-            out.extend_from_slice(message_id.as_bytes());
-            out.extend_from_slice(br#"","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#","emoji":"#);
-            protocol::push_json_string(out, emoji);
-            out.push(b'}');
+    /// `reaction`: relayed to the room like a message.
+    pub fn reaction(&mut self, id: ConnId, reaction: &Reaction<'_>) -> Result<(), ErrorCode> {
+        let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
+            protocol::write_reaction(out, dialect, &member.json, &member.id, reaction);
         })?;
         self.stats.reactions_relayed += 1;
-        self.push_room(r, frame, NOBODY);
+        let skip = self.relay_skip(id);
+        self.push_room(r, frame, skip);
         Ok(())
     }
 
