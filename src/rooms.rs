@@ -763,6 +763,29 @@ impl Hub {
         }
     }
 
+    /// Pushes a frame from member `id` to room `r`, skipping `skip` (`id`
+    /// itself or `NOBODY`). A sender that had nothing left to write moves past
+    /// a frame that skips it at once: otherwise its cursor would rest there
+    /// until it had something else to write, and it would not count as
+    /// drained (a shutdown's close frame waits for that).
+    fn push_from(&mut self, id: ConnId, r: u32, frame: Rc<[u8]>, skip: ConnId) {
+        let room = self.rooms[r as usize].as_ref().expect("room");
+        let (end_before, base) = (room.end(), room.base);
+        let caught_up = {
+            let conn = self.conn(id);
+            conn.partial == 0 && conn.cursor.max(base) >= end_before
+        };
+        self.push_room(r, frame, skip);
+        if skip == id
+            && caught_up
+            && self.conn(id).room == r
+            && let Some(room) = self.rooms[r as usize].as_ref()
+        {
+            let end = room.end();
+            self.conn_mut(id).cursor = end;
+        }
+    }
+
     /// `message`: relays already-validated ciphertext to the room.
     pub fn relay_message(&mut self, id: ConnId, content: &str) -> Result<(), ErrorCode> {
         let seq = self.next_message + 1;
@@ -776,7 +799,7 @@ impl Hub {
         self.next_message = seq;
         self.stats.messages_relayed += 1;
         let skip = self.relay_skip(id);
-        self.push_room(r, frame, skip);
+        self.push_from(id, r, frame, skip);
         Ok(())
     }
 
@@ -785,7 +808,7 @@ impl Hub {
         let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
             protocol::write_typing(out, dialect, &member.json, is_typing);
         })?;
-        self.push_room(r, frame, id);
+        self.push_from(id, r, frame, id);
         Ok(())
     }
 
@@ -796,7 +819,7 @@ impl Hub {
         })?;
         self.stats.reactions_relayed += 1;
         let skip = self.relay_skip(id);
-        self.push_room(r, frame, skip);
+        self.push_from(id, r, frame, skip);
         Ok(())
     }
 
@@ -1198,6 +1221,64 @@ mod tests {
         assert_eq!(kinds, ["error"], "the room's frames go, the reply stays");
         drain(&mut h, b);
         assert_eq!(h.queued_bytes(), 0);
+    }
+
+    /// Joins `id` to `room` as a legacy connection.
+    fn legacy_join(hub: &mut Hub, id: ConnId, room: &str, user: &str) -> Result<(), ErrorCode> {
+        hub.set_reading(
+            id,
+            Reading {
+                dialect: Dialect::Legacy,
+                fixed: true,
+            },
+        );
+        let raw = format!(r#"{{"roomId":"{room}","userId":"{user}","username":"{user}"}}"#);
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+        hub.join(id, protocol::parse_legacy_join(Some(&raw)).unwrap())
+    }
+
+    #[test]
+    fn a_sender_its_own_frames_skip_stays_drained() {
+        let mut h = hub(&[]);
+        let (a, b) = settled_pair(&mut h);
+        h.typing(a, true).unwrap();
+        assert!(h.is_drained(a), "its own userTyping is not for it");
+        assert_eq!(drain(&mut h, b).len(), 1);
+        // Legacy messages and reactions skip their sender too.
+        let (c, d) = (conn(&mut h), conn(&mut h));
+        legacy_join(&mut h, c, "r", "c").unwrap();
+        legacy_join(&mut h, d, "r", "d").unwrap();
+        assert_eq!(
+            drain(&mut h, c),
+            [
+                serde_json::json!({"type":"userList","payload":{"users":[]}}),
+                serde_json::json!({"type":"userJoined","payload":{"userId":"d","username":"d"}})
+            ]
+        );
+        drain(&mut h, d);
+        h.relay_message(c, "QUJD").unwrap();
+        assert!(h.is_drained(c));
+        assert_eq!(
+            drain(&mut h, d),
+            [serde_json::json!({"type":"message","payload":"QUJD"})]
+        );
+        // The v2 room of the same name saw none of it.
+        assert!(h.is_drained(a) && h.is_drained(b));
+        assert_eq!(h.active_rooms(), 2);
+        // Shutdown: every close frame can go out at once.
+        h.begin_shutdown();
+        for id in [a, b, c, d] {
+            h.queue_close_if_due(id);
+            drain(&mut h, id);
+        }
+        assert!(h.all_closes_sent());
+        assert_eq!(
+            (
+                h.connections_in(Dialect::V2),
+                h.connections_in(Dialect::Legacy)
+            ),
+            (2, 2)
+        );
     }
 
     #[test]

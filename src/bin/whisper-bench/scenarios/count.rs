@@ -10,6 +10,7 @@ use crate::client::ConnectOptions;
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Seat};
+use crate::wire::Dialect;
 
 /// Members of the one room (the sender included).
 const MEMBERS: u32 = 50;
@@ -19,6 +20,7 @@ const FILLER: usize = 32;
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 16 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 
 pub async fn run(lab: &Lab<'_>) -> Result<(), String> {

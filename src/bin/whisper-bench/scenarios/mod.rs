@@ -21,13 +21,18 @@ use crate::proc::{self, Sample};
 use crate::relay::{Launcher, Relay};
 use crate::report::{Metric, Run};
 use crate::traffic::{self, Control, Tally};
+use crate::wire::Dialect;
 
 /// The scenarios, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     Floor,
     Idle,
+    /// `idle` with legacy clients (upgraded on `/`, `payload` frames).
+    IdleLegacy,
     Fanout,
+    /// `fanout` with legacy clients: no echo to the sender.
+    FanoutLegacy,
     Chatty,
     Churn,
     WorstCase,
@@ -36,24 +41,38 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Floor,
         Scenario::Idle,
+        Scenario::IdleLegacy,
         Scenario::Fanout,
+        Scenario::FanoutLegacy,
         Scenario::Chatty,
         Scenario::Churn,
         Scenario::WorstCase,
     ];
 
+    /// The name `--only` takes.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Floor => "floor",
             Scenario::Idle => "idle",
+            Scenario::IdleLegacy => "idle-legacy",
             Scenario::Fanout => "fanout",
+            Scenario::FanoutLegacy => "fanout-legacy",
             Scenario::Chatty => "chatty",
             Scenario::Churn => "churn",
             Scenario::WorstCase => "worst-case",
             Scenario::Count => "count",
+        }
+    }
+
+    /// The name in the figures table and the JSON document.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::IdleLegacy => "idle (legacy)",
+            Scenario::FanoutLegacy => "fanout (legacy)",
+            other => other.name(),
         }
     }
 
@@ -149,8 +168,10 @@ pub fn run(
     let result = smol::block_on(ex.run(async {
         match scenario {
             Scenario::Floor => floor::run(&lab).await,
-            Scenario::Idle => idle::run(&lab).await,
-            Scenario::Fanout => fanout::run(&lab).await,
+            Scenario::Idle => idle::run(&lab, Dialect::V2).await,
+            Scenario::IdleLegacy => idle::run(&lab, Dialect::Legacy).await,
+            Scenario::Fanout => fanout::run(&lab, Dialect::V2).await,
+            Scenario::FanoutLegacy => fanout::run(&lab, Dialect::Legacy).await,
             Scenario::Chatty => chatty::run(&lab).await,
             Scenario::Churn => churn::run(&lab).await,
             Scenario::WorstCase => worst::run(&lab).await,
