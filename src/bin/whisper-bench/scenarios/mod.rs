@@ -38,6 +38,8 @@ pub enum Scenario {
     WorstCase,
     /// Not in `ALL`: runs only when named.
     Count,
+    /// `count` with legacy clients; only when named.
+    CountLegacy,
 }
 
 impl Scenario {
@@ -64,6 +66,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::WorstCase => "worst-case",
             Scenario::Count => "count",
+            Scenario::CountLegacy => "count-legacy",
         }
     }
 
@@ -72,6 +75,7 @@ impl Scenario {
         match self {
             Scenario::IdleLegacy => "idle (legacy)",
             Scenario::FanoutLegacy => "fanout (legacy)",
+            Scenario::CountLegacy => "count (legacy)",
             other => other.name(),
         }
     }
@@ -81,7 +85,11 @@ impl Scenario {
         let Some(names) = only else {
             return Ok(Scenario::ALL.to_vec());
         };
-        let known = || Scenario::ALL.into_iter().chain([Scenario::Count]);
+        let known = || {
+            Scenario::ALL
+                .into_iter()
+                .chain([Scenario::Count, Scenario::CountLegacy])
+        };
         if let Some(bad) = names
             .iter()
             .find(|n| !known().any(|s| s.name() == n.as_str()))
@@ -175,7 +183,8 @@ pub fn run(
             Scenario::Chatty => chatty::run(&lab).await,
             Scenario::Churn => churn::run(&lab).await,
             Scenario::WorstCase => worst::run(&lab).await,
-            Scenario::Count => count::run(&lab).await,
+            Scenario::Count => count::run(&lab, Dialect::V2).await,
+            Scenario::CountLegacy => count::run(&lab, Dialect::Legacy).await,
         }
     }));
     let mut run = lab.run.into_inner();
