@@ -184,7 +184,7 @@ impl Session {
     /// Sends an error with its standard text; those the contract counts as
     /// strikes are counted.
     fn reject(&self, hub: &mut Hub, code: ErrorCode) {
-        self.reject_quietly(hub, code);
+        self.reject_without_strike(hub, code);
         if code.is_strike() {
             let ip = hub.ip_of(self.id);
             hub.strike(ip);
@@ -192,7 +192,7 @@ impl Session {
     }
 
     /// Sends an error with its standard text, never counting a strike.
-    fn reject_quietly(&self, hub: &mut Hub, code: ErrorCode) {
+    fn reject_without_strike(&self, hub: &mut Hub, code: ErrorCode) {
         hub.stats.protocol_errors += 1;
         hub.send_error(self.id, code);
     }
@@ -271,15 +271,6 @@ impl Session {
             Ok(req) => req,
             Err(code) => return self.reject(hub, code),
         };
-        let dialect = reading.dialect;
-        // Outside a room: NOT_IN_ROOM, or nothing for what legacy ignores.
-        let not_in_room = |quiet: bool| {
-            if quiet && dialect.quiet_outside_room() {
-                Ok(())
-            } else {
-                Err(ErrorCode::NotInRoom)
-            }
-        };
         let budget = match &req {
             Request::Join(_) => Some(Limit::Joins),
             Request::Message(_) | Request::Reaction(_) => Some(Limit::Messages),
@@ -290,22 +281,29 @@ impl Session {
         {
             return self.reject_rate_limited(hub, limit, req.name(), now);
         }
+        let outside = !hub.in_room(id);
         let result = match req {
             Request::Ping => {
                 hub.send_pong(id);
                 Ok(())
             }
             Request::Join(join) => join.and_then(|join| hub.join(id, join)),
-            Request::Leave if !hub.in_room(id) => not_in_room(true),
+            // Legacy ignores these outside a room.
+            Request::Leave | Request::Typing(_)
+                if outside && reading.dialect.quiet_outside_room() =>
+            {
+                Ok(())
+            }
+            Request::Leave | Request::Message(_) | Request::Typing(_) if outside => {
+                Err(ErrorCode::NotInRoom)
+            }
             Request::Leave => hub.leave(id),
-            Request::Message(_) if !hub.in_room(id) => not_in_room(false),
             Request::Message(content) => content.and_then(|c| hub.relay_message(id, &c)),
-            Request::Typing(_) if !hub.in_room(id) => not_in_room(true),
             Request::Typing(flag) => flag.and_then(|flag| hub.typing(id, flag)),
             // Validated first, then NOT_IN_ROOM (from the hub).
             Request::Reaction(reaction) => reaction.and_then(|r| hub.reaction(id, &r)),
             Request::FileTransfer => {
-                self.reject_quietly(hub, ErrorCode::InvalidMessage);
+                self.reject_without_strike(hub, ErrorCode::InvalidMessage);
                 Ok(())
             }
             Request::Unknown => Err(ErrorCode::InvalidMessage),
