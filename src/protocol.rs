@@ -801,10 +801,16 @@ pub fn write_user_list<'m>(
 }
 
 /// `{"id":..,"name":..}` from a legacy member's `"userId":..,"username":..`.
-/// The id holds no quote or escape, so both parts are found by position.
+/// The id holds no quote or escape: it ends at the first quote, and the
+/// name's JSON follows the fixed key after it.
 fn legacy_list_entry(out: &mut Vec<u8>, member: &str) {
     let rest = member.strip_prefix(LEGACY_ID_KEY).unwrap_or(member);
-    let (id, name) = rest.split_once(LEGACY_NAME_KEY).unwrap_or((rest, "null"));
+    let id_end = rest.find('"').unwrap_or(rest.len());
+    let id = &rest[..id_end];
+    let name = rest
+        .get(id_end + LEGACY_NAME_KEY.len()..)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("null");
     out.extend_from_slice(br#"{"id":""#);
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(br#"","name":"#);
@@ -1234,6 +1240,21 @@ mod tests {
                 [member, r#""userId":"b","username":"B""#].into_iter()
             )),
             r#"{"type":"userList","payload":{"users":[{"id":"alice","name":"Al\"ice"},{"id":"b","name":"B"}]}}"#
+        );
+        // A name that spells the key itself stays the name.
+        let Ok(Request::Join(Ok(tricky))) = parse(
+            r#"{"type":"join","payload":{"roomId":"r","userId":"t","username":"\",\"username\":1"}}"#,
+            legacy(),
+        )
+        .0
+        else {
+            panic!("join");
+        };
+        let list = text(&|o| write_user_list(o, Dialect::Legacy, [&*tricky.user_json].into_iter()));
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(
+            list["payload"]["users"][0],
+            serde_json::json!({"id":"t","name":"\",\"username\":1"})
         );
         assert_eq!(
             text(&|o| write_user_list(o, Dialect::Legacy, std::iter::empty())),
