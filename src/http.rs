@@ -182,6 +182,9 @@ pub struct Snapshot {
     pub active_connections: u32,
     pub active_rooms: usize,
     pub total_users: u32,
+    /// Open connections by dialect (`/metrics` only: `/health` keeps its shape).
+    pub connections_v2: u32,
+    pub connections_legacy: u32,
     pub max_connections: u32,
     pub max_rooms: u32,
     pub queued_bytes: usize,
@@ -387,6 +390,14 @@ whisper_rejected_connections_total{{reason=\"origin_not_allowed\"}} {}\n",
         st.rejected_too_many_connections,
         st.rejected_server_full,
         st.rejected_origin
+    );
+    let _ = write!(
+        out,
+        "# HELP whisper_connections Open WebSocket connections by dialect.\n\
+# TYPE whisper_connections gauge\n\
+whisper_connections{{dialect=\"v2\"}} {}\n\
+whisper_connections{{dialect=\"legacy\"}} {}\n",
+        s.connections_v2, s.connections_legacy
     );
     out
 }

@@ -23,7 +23,7 @@ pub use crate::outbound::ConnId;
 #[cfg(test)]
 use crate::outbound::PACE_GRACE_US;
 use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
-use crate::protocol::{self, ErrorCode, FrameBuilder, JoinRequest};
+use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, JoinRequest, Reaction, Reading};
 use crate::reading::ReadBudget;
 
 const NO_ROOM: u32 = u32::MAX;
@@ -34,7 +34,8 @@ const SLOW: Close = Close::Now(1013, "try again later");
 /// The identity a connection joined with.
 struct Member {
     id: heapless::String<64>,
-    /// `{"id":..,"name":..,"avatar":..}`, embedded verbatim in frames.
+    /// The member in its room's dialect ([`JoinRequest::user_json`]),
+    /// embedded verbatim in frames.
     json: Box<str>,
 }
 
@@ -63,10 +64,14 @@ pub struct Conn {
     pub close: Close,
     /// Its frames are not being read (pacing); woken when that may change.
     paused: bool,
+    /// The dialect its frames are read and answered in.
+    reading: Reading,
 }
 
 struct Room {
     name: heapless::String<64>,
+    /// Every member speaks it; rooms of the two dialects never mix.
+    dialect: Dialect,
     /// Members in join order.
     members: heapless::Vec<ConnId, ROOM_USERS_CAP>,
     log: RoomLog,
@@ -98,8 +103,11 @@ pub struct Hub {
     open_conns: u32,
     rooms: Vec<Option<Room>>,
     free_rooms: Vec<u32>,
-    room_index: HashMap<heapless::String<64>, u32>,
+    /// Rooms by dialect and name: the dialects are separate namespaces.
+    room_index: HashMap<(Dialect, heapless::String<64>), u32>,
     users_in_rooms: u32,
+    /// Open connections reading v2 and legacy frames (`Dialect as usize`).
+    conns_by_dialect: [u32; 2],
     pub ips: IpTable,
     pub stats: Stats,
     /// Memory for reading large client frames, shared by every session.
@@ -121,21 +129,6 @@ pub struct Hub {
     /// The connection whose task is running (it flushes itself; no wake needed).
     running: ConnId,
     pub shutting_down: bool,
-}
-
-/// Appends `n` in decimal without going through `fmt`.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 fn random_prefix() -> String {
@@ -163,6 +156,7 @@ impl Hub {
             free_rooms: Vec::new(),
             room_index: HashMap::new(),
             users_in_rooms: 0,
+            conns_by_dialect: [0; 2],
             ips: IpTable::new(
                 max_connections as usize + 1024,
                 cfg.connection_limit_per_ip,
@@ -199,6 +193,11 @@ impl Hub {
         self.users_in_rooms
     }
 
+    /// Open connections currently reading `dialect`.
+    pub fn connections_in(&self, dialect: Dialect) -> u32 {
+        self.conns_by_dialect[dialect as usize]
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -209,7 +208,8 @@ impl Hub {
 
     // ------------------------------------------------------- connections
 
-    /// Registers an admitted connection (its IP already counted by `ips`).
+    /// Registers an admitted connection (its IP already counted by `ips`),
+    /// reading v2 frames until [`set_reading`](Self::set_reading) says otherwise.
     pub fn add_conn(&mut self, ip: IpAddr) -> ConnId {
         let conn = Conn {
             ip,
@@ -220,7 +220,9 @@ impl Hub {
             last_seen: clock::now_micros(),
             close: Close::Open,
             paused: false,
+            reading: Reading::starting(Dialect::V2),
         };
+        self.conns_by_dialect[Dialect::V2 as usize] += 1;
         self.open_conns += 1;
         self.stats.connections_total += 1;
         match self.free_conns.pop() {
@@ -244,6 +246,7 @@ impl Hub {
         };
         self.queued_bytes -= conn.out.private_pending();
         self.ips.release(conn.ip);
+        self.conns_by_dialect[conn.reading.dialect as usize] -= 1;
         self.open_conns -= 1;
         self.free_conns.push(id);
     }
@@ -276,6 +279,21 @@ impl Hub {
 
     pub fn ip_of(&self, id: ConnId) -> IpAddr {
         self.conn(id).ip
+    }
+
+    /// How `id` reads its frames (its dialect and whether that is fixed).
+    pub fn reading(&self, id: ConnId) -> Reading {
+        self.conn(id).reading
+    }
+
+    /// Records how `id` reads its frames from now on: the path's dialect at
+    /// the upgrade, the fixed one after its first frame with a body.
+    pub fn set_reading(&mut self, id: ConnId, reading: Reading) {
+        let conn = self.conn_mut(id);
+        let before = conn.reading.dialect;
+        conn.reading = reading;
+        self.conns_by_dialect[before as usize] -= 1;
+        self.conns_by_dialect[reading.dialect as usize] += 1;
     }
 
     /// Marks the start of `id`'s poll and records its waker.
@@ -492,13 +510,24 @@ impl Hub {
         self.wake(id);
     }
 
+    /// An error with its standard text, in `id`'s dialect.
     pub fn send_error(&mut self, id: ConnId, code: ErrorCode) {
-        self.send_error_text(id, code.as_str(), code.message());
+        let message = code.message_in(self.conn(id).reading.dialect);
+        self.send_error_text(id, code, message, None);
     }
 
-    pub fn send_error_text(&mut self, id: ConnId, code: &str, message: &str) {
+    /// An error in `id`'s dialect; `reset_ms` is the legacy `resetTime`
+    /// (v2 errors carry no such field).
+    pub fn send_error_text(
+        &mut self,
+        id: ConnId,
+        code: ErrorCode,
+        message: &str,
+        reset_ms: Option<u64>,
+    ) {
+        let dialect = self.conn(id).reading.dialect;
         self.push_private(id, |out, frames| {
-            protocol::write_error_json(frames.begin(), code, message);
+            protocol::write_error(frames.begin(), dialect, code, message, reset_ms);
             frames.finish_into(out);
         });
         self.settle();
@@ -520,7 +549,8 @@ impl Hub {
 
     // --------------------------------------------------------------- rooms
 
-    /// `join`: leaves the current room (if any) and joins `req.room`.
+    /// `join`: leaves the current room (if any) and joins `req.room` in the
+    /// connection's dialect's namespace.
     pub fn join(&mut self, id: ConnId, req: JoinRequest) -> Result<(), ErrorCode> {
         let result = self.join_room(id, req);
         self.settle();
@@ -528,8 +558,10 @@ impl Hub {
     }
 
     fn join_room(&mut self, id: ConnId, req: JoinRequest) -> Result<(), ErrorCode> {
-        let key: heapless::String<64> =
+        let dialect = self.conn(id).reading.dialect;
+        let name: heapless::String<64> =
             heapless::String::try_from(req.room.as_str()).map_err(|_| ErrorCode::InvalidRoomId)?;
+        let key = (dialect, name);
         let current = self.conn(id).room;
         let target = self.room_index.get(&key).copied();
         if let Some(r) = target {
@@ -571,13 +603,8 @@ impl Hub {
         let json: Box<str> = req.user_json.into_boxed_str();
 
         // Tell the others first; the joiner's position starts after that entry.
-        let frame = {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userJoined","user":"#);
-            out.extend_from_slice(json.as_bytes());
-            out.push(b'}');
-            self.frames.finish_shared()
-        };
+        protocol::write_user_joined(self.frames.begin(), dialect, &json);
+        let frame = self.frames.finish_shared();
         self.push_entry(r, frame, NOBODY, false);
 
         let Hub { rooms, conns, .. } = self;
@@ -589,28 +616,26 @@ impl Hub {
         conn.member = Some(Box::new(Member { id: user_id, json }));
         self.users_in_rooms += 1;
 
-        // The member list, including the joiner, in join order.
+        // The member list in join order, with the joiner where the dialect
+        // lists it.
         let conns = &self.conns;
         let room = self.rooms[r as usize].as_ref().expect("room");
-        let out = self.frames.begin();
-        out.extend_from_slice(br#"{"type":"userList","users":["#);
-        for (i, &m) in room.members.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Some(mem) = conns[m as usize].as_ref().and_then(|c| c.member.as_ref()) {
-                out.extend_from_slice(mem.json.as_bytes());
-            }
-        }
-        out.extend_from_slice(b"]}");
+        let members = room
+            .members
+            .iter()
+            .filter(|&&m| m != id || dialect.lists_joiner())
+            .filter_map(|&m| conns[m as usize].as_ref()?.member.as_ref())
+            .map(|mem| &*mem.json);
+        protocol::write_user_list(self.frames.begin(), dialect, members);
         self.push_private(id, |out, frames| frames.finish_into(out));
         self.frames.shrink();
         Ok(())
     }
 
-    fn create_room(&mut self, name: heapless::String<64>) -> u32 {
+    fn create_room(&mut self, key: (Dialect, heapless::String<64>)) -> u32 {
         let room = Room {
-            name: name.clone(),
+            name: key.1.clone(),
+            dialect: key.0,
             members: heapless::Vec::new(),
             log: RoomLog::default(),
         };
@@ -624,7 +649,7 @@ impl Hub {
                 (self.rooms.len() - 1) as u32
             }
         };
-        self.room_index.insert(name, r);
+        self.room_index.insert(key, r);
         r
     }
 
@@ -662,15 +687,12 @@ impl Hub {
         if room.members.is_empty() {
             let room = self.rooms[r as usize].take().expect("room");
             self.queued_bytes -= room.log.bytes();
-            self.room_index.remove(&room.name);
+            self.room_index.remove(&(room.dialect, room.name));
             self.free_rooms.push(r);
             return;
         }
         if announce && let Some(member) = member {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userLeft","userId":""#);
-            out.extend_from_slice(member.id.as_bytes());
-            out.extend_from_slice(br#""}"#);
+            protocol::write_user_left(self.frames.begin(), room.dialect, &member.id);
             let frame = self.frames.finish_shared();
             self.push_entry(r, frame, NOBODY, false);
         }
@@ -709,11 +731,11 @@ impl Hub {
     }
 
     /// Builds a room frame from the sender's identity: `build` gets the
-    /// buffer, the member's user JSON and the message-id prefix.
+    /// buffer, the room's dialect, the member and the message-id prefix.
     fn member_frame(
         &mut self,
         id: ConnId,
-        build: impl FnOnce(&mut Vec<u8>, &str, &str),
+        build: impl FnOnce(&mut Vec<u8>, Dialect, &Member, &str),
     ) -> Result<(u32, Rc<[u8]>), ErrorCode> {
         let Hub {
             conns,
@@ -726,7 +748,7 @@ impl Hub {
             (Some(m), r) if r != NO_ROOM => m,
             _ => return Err(ErrorCode::NotInRoom),
         };
-        build(frames.begin(), &member.json, id_prefix);
+        build(frames.begin(), conn.reading.dialect, member, id_prefix);
         let frame = frames.finish_shared();
         frames.shrink();
         Ok((conn.room, frame))
@@ -736,60 +758,67 @@ impl Hub {
         self.conn(id).room != NO_ROOM
     }
 
-    /// `message`: relays already-validated ciphertext to every member.
+    /// Who gets a relayed message or reaction: everyone in v2, the others in
+    /// legacy rooms (as `push_from`'s `skip`).
+    fn relay_skip(&self, id: ConnId) -> ConnId {
+        if self.conn(id).reading.dialect.echoes_to_sender() {
+            NOBODY
+        } else {
+            id
+        }
+    }
+
+    /// Pushes a frame from member `id` to room `r`, skipping `skip` (`id`
+    /// itself or `NOBODY`). A sender moves past frames that skip it at once:
+    /// otherwise its position would rest there until it had something else
+    /// to write, and it would not count as drained (a shutdown's close frame
+    /// waits for that).
+    fn push_from(&mut self, id: ConnId, r: u32, frame: Rc<[u8]>, skip: ConnId) {
+        self.push_entry(r, frame, skip, false);
+        let Hub { conns, rooms, .. } = self;
+        let conn = conns[id as usize].as_mut().expect("live connection id");
+        if skip == id && conn.room == r {
+            let log = &rooms[r as usize].as_ref().expect("room").log;
+            conn.out.skip_foreign(log, id);
+        }
+    }
+
+    /// `message`: relays already-validated ciphertext to the room.
     pub fn relay_message(&mut self, id: ConnId, content: &str) -> Result<(), ErrorCode> {
         let seq = self.next_message + 1;
-        let (r, frame) = self.member_frame(id, |out, user, prefix| {
-            out.extend_from_slice(br#"{"type":"message","id":""#);
-            out.extend_from_slice(prefix.as_bytes());
-            out.push(b'-');
-            push_decimal(out, seq);
-            out.extend_from_slice(br#"","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#","content":""#);
-            out.extend_from_slice(content.as_bytes());
-            out.extend_from_slice(br#"","timestamp":""#);
-            let mut ts = String::with_capacity(24);
-            clock::write_rfc3339(&mut ts, clock::unix_millis(), true);
-            out.extend_from_slice(ts.as_bytes());
-            out.extend_from_slice(br#""}"#);
+        let (r, frame) = self.member_frame(id, |out, dialect, member, prefix| match dialect {
+            Dialect::V2 => {
+                let now = clock::unix_millis();
+                protocol::write_message(out, &member.json, prefix, seq, content, now);
+            }
+            Dialect::Legacy => protocol::write_legacy_message(out, content),
         })?;
         self.next_message = seq;
         self.stats.messages_relayed += 1;
-        self.push_entry(r, frame, NOBODY, false);
+        let skip = self.relay_skip(id);
+        self.push_from(id, r, frame, skip);
         self.settle();
         Ok(())
     }
 
     /// `typing`: tells the other members.
     pub fn typing(&mut self, id: ConnId, is_typing: bool) -> Result<(), ErrorCode> {
-        let (r, frame) = self.member_frame(id, |out, user, _| {
-            out.extend_from_slice(br#"{"type":"userTyping","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(if is_typing {
-                br#","isTyping":true}"#.as_slice()
-            } else {
-                br#","isTyping":false}"#.as_slice()
-            });
+        let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
+            protocol::write_typing(out, dialect, &member.json, is_typing);
         })?;
-        self.push_entry(r, frame, id, false);
+        self.push_from(id, r, frame, id);
         self.settle();
         Ok(())
     }
 
-    /// `reaction`: relayed to every member, the sender included.
-    pub fn reaction(&mut self, id: ConnId, message_id: &str, emoji: &str) -> Result<(), ErrorCode> {
-        let (r, frame) = self.member_frame(id, |out, user, _| {
-            out.extend_from_slice(br#"{"type":"reaction","messageId":""#);
-            out.extend_from_slice(message_id.as_bytes());
-            out.extend_from_slice(br#"","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#","emoji":"#);
-            protocol::push_json_string(out, emoji);
-            out.push(b'}');
+    /// `reaction`: relayed to the room like a message.
+    pub fn reaction(&mut self, id: ConnId, reaction: &Reaction<'_>) -> Result<(), ErrorCode> {
+        let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
+            protocol::write_reaction(out, dialect, &member.json, &member.id, reaction);
         })?;
         self.stats.reactions_relayed += 1;
-        self.push_entry(r, frame, NOBODY, false);
+        let skip = self.relay_skip(id);
+        self.push_from(id, r, frame, skip);
         self.settle();
         Ok(())
     }
@@ -1136,6 +1165,64 @@ mod tests {
         assert_eq!(kinds, ["error"], "the room's frames go, the reply stays");
         drain(&mut h, b);
         assert_eq!(h.queued_bytes(), 0);
+    }
+
+    /// Joins `id` to `room` as a legacy connection.
+    fn legacy_join(hub: &mut Hub, id: ConnId, room: &str, user: &str) -> Result<(), ErrorCode> {
+        hub.set_reading(
+            id,
+            Reading {
+                dialect: Dialect::Legacy,
+                fixed: true,
+            },
+        );
+        let raw = format!(r#"{{"roomId":"{room}","userId":"{user}","username":"{user}"}}"#);
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+        hub.join(id, protocol::parse_legacy_join(Some(&raw)).unwrap())
+    }
+
+    #[test]
+    fn a_sender_its_own_frames_skip_stays_drained() {
+        let mut h = hub(&[]);
+        let (a, b) = settled_pair(&mut h);
+        h.typing(a, true).unwrap();
+        assert!(h.is_drained(a), "its own userTyping is not for it");
+        assert_eq!(drain(&mut h, b).len(), 1);
+        // Legacy messages and reactions skip their sender too.
+        let (c, d) = (conn(&mut h), conn(&mut h));
+        legacy_join(&mut h, c, "r", "c").unwrap();
+        legacy_join(&mut h, d, "r", "d").unwrap();
+        assert_eq!(
+            drain(&mut h, c),
+            [
+                serde_json::json!({"type":"userList","payload":{"users":[]}}),
+                serde_json::json!({"type":"userJoined","payload":{"userId":"d","username":"d"}})
+            ]
+        );
+        drain(&mut h, d);
+        h.relay_message(c, "QUJD").unwrap();
+        assert!(h.is_drained(c));
+        assert_eq!(
+            drain(&mut h, d),
+            [serde_json::json!({"type":"message","payload":"QUJD"})]
+        );
+        // The v2 room of the same name saw none of it.
+        assert!(h.is_drained(a) && h.is_drained(b));
+        assert_eq!(h.active_rooms(), 2);
+        // Shutdown: every close frame can go out at once.
+        h.begin_shutdown();
+        for id in [a, b, c, d] {
+            h.queue_close_if_due(id);
+            drain(&mut h, id);
+            assert!(h.close_sent(id));
+        }
+        assert_eq!(
+            (
+                h.connections_in(Dialect::V2),
+                h.connections_in(Dialect::Legacy)
+            ),
+            (2, 2)
+        );
     }
 
     /// `a` sends `n` messages of `len` bytes and reads everything at once.

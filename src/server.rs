@@ -16,6 +16,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::http::{self, Route, Snapshot};
 use crate::limits::{Refusal, canonical_ip};
+use crate::protocol::{Dialect, Reading};
 use crate::rooms::Hub;
 use crate::session::Session;
 use crate::{handshake, shutdown, systemd};
@@ -258,6 +259,8 @@ fn snapshot(shared: &Shared) -> Snapshot {
         active_connections: hub.open_connections(),
         active_rooms: hub.active_rooms(),
         total_users: hub.users_in_rooms(),
+        connections_v2: hub.connections_in(Dialect::V2),
+        connections_legacy: hub.connections_in(Dialect::Legacy),
         max_connections: shared.cfg.max_connections,
         max_rooms: shared.cfg.max_rooms,
         queued_bytes: hub.queued_bytes(),
@@ -324,7 +327,7 @@ async fn handle_http(
         Some(Ok(x)) => x,
     };
 
-    let reply = match http::route(&req.method, &req.path) {
+    let reply = match route_upgrades(&req) {
         Route::Health { head } => {
             let snap = snapshot(shared);
             let status = if snap.shutting_down { 503 } else { 200 };
@@ -355,6 +358,11 @@ async fn handle_http(
         ),
         Route::WebSocket => match upgrade(shared, &req, peer) {
             Ok((id, accept)) => {
+                let dialect = path_dialect(&req.path);
+                shared
+                    .hub
+                    .borrow_mut()
+                    .set_reading(id, Reading::starting(dialect));
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
@@ -376,6 +384,28 @@ async fn handle_http(
     };
     respond(shared, sock, reply).await;
     None
+}
+
+/// The route, with a WebSocket upgrade on `/` taken as one (a legacy
+/// connection; LEGACY-DIALECT.md P1). A plain GET of `/` stays health.
+fn route_upgrades(req: &http::Request) -> Route {
+    match http::route(&req.method, &req.path) {
+        Route::Health { head: false }
+            if req.path == "/" && req.header_has_token("upgrade", "websocket") =>
+        {
+            Route::WebSocket
+        }
+        route => route,
+    }
+}
+
+/// The dialect a connection starts in: legacy when upgraded on `/`.
+fn path_dialect(path: &str) -> Dialect {
+    if path == "/" {
+        Dialect::Legacy
+    } else {
+        Dialect::V2
+    }
 }
 
 /// Checks a WebSocket upgrade request and admits it. On success the

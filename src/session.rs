@@ -26,7 +26,8 @@ use smol::{Async, Timer};
 use crate::clock;
 use crate::config::Config;
 use crate::limits::Budget;
-use crate::protocol::{self, ErrorCode};
+
+use crate::protocol::{self, Dialect, ErrorCode, Request};
 use crate::reading::{FrameTracker, ReadBudget};
 use crate::rooms::{Close, ConnId, Hub};
 
@@ -162,6 +163,14 @@ pub fn ws_config(cfg: &Config) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
+/// The request budgets (the frame budget is checked for every frame).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// `message` and `reaction`.
+    Messages,
+    Joins,
+}
+
 /// Per-connection budgets (message + reaction, join, all frames).
 #[derive(Default)]
 struct Budgets {
@@ -236,19 +245,43 @@ impl Session {
     /// Sends an error with its standard text; those the contract counts as
     /// strikes are counted.
     fn reject(&self, hub: &mut Hub, code: ErrorCode) {
-        self.reject_with(hub, code, code.message());
-    }
-
-    /// [`reject`](Self::reject) with a message of the caller's.
-    fn reject_with(&self, hub: &mut Hub, code: ErrorCode, message: &str) {
-        hub.stats.protocol_errors += 1;
-        if code == ErrorCode::RateLimited {
-            hub.stats.rate_limited += 1;
-        }
-        hub.send_error_text(self.id, code.as_str(), message);
+        self.reject_without_strike(hub, code);
         if code.is_strike() {
             let ip = hub.ip_of(self.id);
             hub.strike(ip);
+        }
+    }
+
+    /// Sends an error with its standard text, never counting a strike.
+    fn reject_without_strike(&self, hub: &mut Hub, code: ErrorCode) {
+        hub.stats.protocol_errors += 1;
+        hub.send_error(self.id, code);
+    }
+
+    /// `RATE_LIMITED` for a request whose budget is spent: the text says when
+    /// to retry; legacy message budgets add `resetTime` in milliseconds.
+    fn reject_rate_limited(&self, hub: &mut Hub, limit: Limit, what: &str, now: u64) {
+        let (budget, per_minute) = match limit {
+            Limit::Messages => (&self.budgets.messages, self.cfg.message_limit),
+            Limit::Joins => (&self.budgets.joins, self.cfg.join_limit),
+        };
+        let wait = budget.retry_after_secs(per_minute, now);
+        let text = format!("too many {what} frames; retry in {wait} s");
+        let reset_ms = (limit == Limit::Messages
+            && hub.reading(self.id).dialect == Dialect::Legacy)
+            .then(|| budget.retry_after_millis(per_minute, now));
+        hub.stats.protocol_errors += 1;
+        hub.stats.rate_limited += 1;
+        hub.send_error_text(self.id, ErrorCode::RateLimited, &text, reset_ms);
+        let ip = hub.ip_of(self.id);
+        hub.strike(ip);
+    }
+
+    /// Takes a token from a request budget.
+    fn take(&mut self, limit: Limit, now: u64) -> bool {
+        match limit {
+            Limit::Messages => self.budgets.messages.try_take(self.cfg.message_limit, now),
+            Limit::Joins => self.budgets.joins.try_take(self.cfg.join_limit, now),
         }
     }
 
@@ -285,96 +318,59 @@ impl Session {
         }
     }
 
+    /// One text frame, in either dialect: parsed into one typed request (the
+    /// frame may fix the connection's dialect), then checked in the
+    /// contract's order: budget, membership, then the body's own errors.
     fn on_text(&mut self, hub: &mut Hub, text: &str, now: u64) {
         let id = self.id;
-        let req = match protocol::parse_request(text) {
+        let mut reading = hub.reading(id);
+        let parsed = protocol::parse_request(text, &mut reading);
+        if reading != hub.reading(id) {
+            hub.set_reading(id, reading);
+        }
+        let req = match parsed {
             Ok(req) => req,
             Err(code) => return self.reject(hub, code),
         };
-        let result = match &*req.kind {
-            "ping" => {
+        let budget = match &req {
+            Request::Join(_) => Some(Limit::Joins),
+            Request::Message(_) | Request::Reaction(_) => Some(Limit::Messages),
+            _ => None,
+        };
+        if let Some(limit) = budget
+            && !self.take(limit, now)
+        {
+            return self.reject_rate_limited(hub, limit, req.name(), now);
+        }
+        let outside = !hub.in_room(id);
+        let result = match req {
+            Request::Ping => {
                 hub.send_pong(id);
                 Ok(())
             }
-            "join" => {
-                if !self.budgets.joins.try_take(self.cfg.join_limit, now) {
-                    Err(ErrorCode::RateLimited)
-                } else {
-                    protocol::parse_join(req.data).and_then(|join| hub.join(id, join))
-                }
+            Request::Join(join) => join.and_then(|join| hub.join(id, join)),
+            // Legacy ignores these outside a room.
+            Request::Leave | Request::Typing(_)
+                if outside && reading.dialect.quiet_outside_room() =>
+            {
+                Ok(())
             }
-            "leave" => hub.leave(id),
-            "message" => {
-                if !self.budgets.messages.try_take(self.cfg.message_limit, now) {
-                    Err(ErrorCode::RateLimited)
-                } else if !hub.in_room(id) {
-                    Err(ErrorCode::NotInRoom)
-                } else {
-                    match protocol::object_fields::<protocol::MessageFields<'_>>(req.data) {
-                        None => Err(ErrorCode::InvalidMessage),
-                        Some(fields) => match fields.content.and_then(protocol::string_value) {
-                            Some(c) if protocol::is_valid_content(&c) => hub.relay_message(id, &c),
-                            _ => Err(ErrorCode::InvalidContent),
-                        },
-                    }
-                }
+            Request::Leave | Request::Message(_) | Request::Typing(_) if outside => {
+                Err(ErrorCode::NotInRoom)
             }
-            "typing" => {
-                if !hub.in_room(id) {
-                    Err(ErrorCode::NotInRoom)
-                } else {
-                    let flag = protocol::object_fields::<protocol::TypingFields<'_>>(req.data)
-                        .and_then(|f| f.is_typing)
-                        .and_then(|raw| match raw.get() {
-                            "true" => Some(true),
-                            "false" => Some(false),
-                            _ => None,
-                        });
-                    match flag {
-                        Some(flag) => hub.typing(id, flag),
-                        None => Err(ErrorCode::InvalidMessage),
-                    }
-                }
+            Request::Leave => hub.leave(id),
+            Request::Message(content) => content.and_then(|c| hub.relay_message(id, &c)),
+            Request::Typing(flag) => flag.and_then(|flag| hub.typing(id, flag)),
+            // Validated first, then NOT_IN_ROOM (from the hub).
+            Request::Reaction(reaction) => reaction.and_then(|r| hub.reaction(id, &r)),
+            Request::FileTransfer => {
+                self.reject_without_strike(hub, ErrorCode::InvalidMessage);
+                Ok(())
             }
-            "reaction" => {
-                if !self.budgets.messages.try_take(self.cfg.message_limit, now) {
-                    Err(ErrorCode::RateLimited)
-                } else {
-                    match protocol::object_fields::<protocol::ReactionFields<'_>>(req.data) {
-                        None => Err(ErrorCode::InvalidMessage),
-                        Some(fields) => {
-                            let message_id = fields.message_id.and_then(protocol::string_value);
-                            let emoji = fields.emoji.and_then(protocol::string_value);
-                            match (message_id, emoji) {
-                                (Some(m), _) if !protocol::is_valid_id(&m) => {
-                                    Err(ErrorCode::InvalidMessage)
-                                }
-                                (None, _) => Err(ErrorCode::InvalidMessage),
-                                (_, None) => Err(ErrorCode::InvalidEmoji),
-                                (_, Some(e)) if !protocol::is_valid_emoji(&e) => {
-                                    Err(ErrorCode::InvalidEmoji)
-                                }
-                                (Some(m), Some(e)) => hub.reaction(id, &m, &e),
-                            }
-                        }
-                    }
-                }
-            }
-            _ => Err(ErrorCode::InvalidMessage),
+            Request::Unknown => Err(ErrorCode::InvalidMessage),
         };
         if let Err(code) = result {
-            if code == ErrorCode::RateLimited {
-                let (budget, limit) = if req.kind == "join" {
-                    (&self.budgets.joins, self.cfg.join_limit)
-                } else {
-                    (&self.budgets.messages, self.cfg.message_limit)
-                };
-                let wait = budget.retry_after_secs(limit, now);
-                let text = format!("too many {} frames; retry in {wait} s", req.kind);
-                self.reject_with(hub, code, &text);
-            } else {
-                self.reject(hub, code);
-            }
+            self.reject(hub, code);
         }
     }
 

@@ -198,8 +198,13 @@ pub fn parse_response(buf: &[u8]) -> Response {
 
 /// A WebSocket upgrade request for `/ws`.
 pub fn upgrade_request(extra_headers: &[(&str, &str)]) -> String {
-    let mut r = String::from(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    upgrade_request_to("/ws", extra_headers)
+}
+
+/// A WebSocket upgrade request for `path` (`/` starts a legacy connection).
+pub fn upgrade_request_to(path: &str, extra_headers: &[(&str, &str)]) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
     );
     for (k, v) in extra_headers {
         r.push_str(&format!("{k}: {v}\r\n"));
@@ -242,9 +247,19 @@ impl Client {
 
     /// Upgrades; on refusal returns the HTTP response.
     pub fn try_connect(port: u16, headers: &[(&str, &str)]) -> Result<Client, Response> {
+        Client::try_connect_to(port, "/ws", headers)
+    }
+
+    /// Upgrades on `path`; on refusal returns the HTTP response.
+    pub fn try_connect_to(
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, Response> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(upgrade_request(headers).as_bytes()).unwrap();
+        s.write_all(upgrade_request_to(path, headers).as_bytes())
+            .unwrap();
         let mut head = read_head(&mut s);
         let resp = parse_response(&head);
         if resp.status != 101 {

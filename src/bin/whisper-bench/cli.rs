@@ -14,8 +14,10 @@ USAGE:
     --runs N         runs per scenario (default 3, --quick: 1)
     --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor,
                      burst, wifi, closes;
+                     idle-legacy, fanout-legacy (idle and fanout with legacy `payload` clients);
                      `count` (never run by default) sends exactly --messages N messages
-                     to a room of 50, for instruction counting (.ci/callgrind)
+                     to a room of 50, for instruction counting (.ci/callgrind);
+                     `count-legacy` the same with legacy clients
     --messages N     messages of the `count` scenario (default 1000)
     --json PATH      also write the JSON document to PATH
     --server PATH    relay binary (default: rtce2ee-whisper beside this executable)

@@ -13,6 +13,8 @@ use async_net::TcpStream;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::wire::Dialect;
+
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
@@ -32,6 +34,8 @@ pub struct ConnectOptions {
     pub read_buffer: usize,
     /// `SO_RCVBUF` set before connecting, for clients meant to be slow.
     pub rcvbuf: Option<usize>,
+    /// The message shape spoken (and so the upgrade path).
+    pub dialect: Dialect,
 }
 
 /// One frame from the server, borrowed from the reader's buffer.
@@ -59,7 +63,8 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Opens a TCP connection and performs the WebSocket upgrade on `/ws`.
+/// Opens a TCP connection and performs the WebSocket upgrade on the
+/// dialect's path (`/ws`, or `/` for legacy).
 pub async fn connect(addr: SocketAddr, opts: ConnectOptions) -> io::Result<(Reader, Writer)> {
     let stream = open_tcp(addr, opts.rcvbuf, None).await?;
     upgrade(stream, opts).await
@@ -82,8 +87,9 @@ async fn upgrade(stream: TcpStream, opts: ConnectOptions) -> io::Result<(Reader,
     stream.set_nodelay(true)?;
     let mut reader = Reader::new(stream.clone(), opts.read_buffer);
     let mut writer = Writer::new(stream);
+    let path = opts.dialect.path();
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: d2hpc3Blci1iZW5jaC0xMw==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     writer.stream.write_all(request.as_bytes()).await?;

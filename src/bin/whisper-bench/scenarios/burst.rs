@@ -18,12 +18,13 @@ use crate::proc;
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Joined, Seat};
-use crate::wire::{self, Incoming, Stamp};
+use crate::wire::{self, Dialect, Incoming, Stamp};
 
 /// Full-speed readers: a buffer that takes a large vectored write.
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 64 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 
 /// Give up when no member received anything for this long.
@@ -71,7 +72,7 @@ pub fn filler_for(bytes: usize) -> usize {
         sender: 0,
         seq: 0,
     };
-    wire::message_request(stamp, 4, &mut probe);
+    wire::message_request(stamp, 4, Dialect::V2, &mut probe);
     let overhead = probe.len() - 4;
     (bytes - overhead) / 4 * 4
 }
@@ -135,7 +136,7 @@ async fn burst(lab: &Lab<'_>, relay: &mut Relay, v: &Variant) -> Result<(), Stri
 
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for (i, Joined { reader, writer }) in joined.into_iter().enumerate() {
+    for (i, Joined { reader, writer, .. }) in joined.into_iter().enumerate() {
         tasks.push(lab.ex.spawn(receive(reader, i, expected, board.clone())));
         let send = send_all(writer, i as u32, v.messages, filler, board.clone());
         tasks.push(lab.ex.spawn(send));
@@ -257,7 +258,9 @@ async fn send_all(mut writer: Writer, me: u32, messages: u32, filler: usize, boa
             seq,
         };
         let sent = writer
-            .send_with(OP_TEXT, |buf| wire::message_request(stamp, filler, buf))
+            .send_with(OP_TEXT, |buf| {
+                wire::message_request(stamp, filler, Dialect::V2, buf)
+            })
             .await;
         if sent.is_err() {
             board.send_failures.set(board.send_failures.get() + 1);

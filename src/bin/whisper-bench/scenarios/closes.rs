@@ -22,10 +22,12 @@ use crate::client::{self, ConnectOptions, OP_CLOSE, OP_TEXT, Reader, Writer};
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::stats::Histogram;
+use crate::wire::Dialect;
 
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 4 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 /// Trials at once.
 const CONCURRENCY: u32 = 10;

@@ -21,7 +21,7 @@ use crate::proc;
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Joined, Seat};
-use crate::wire::{self, Incoming, Stamp};
+use crate::wire::{self, Dialect, Incoming, Stamp};
 
 const SENDERS: u32 = 4;
 /// Messages each sender sends back to back, once a second.
@@ -39,14 +39,17 @@ const PHONE_CHUNK: f64 = 16.0 * 1024.0;
 const SENDER: ConnectOptions = ConnectOptions {
     read_buffer: 64 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 const PHONE: ConnectOptions = ConnectOptions {
     read_buffer: 16 << 10,
     rcvbuf: Some(8 << 10),
+    dialect: Dialect::V2,
 };
 const STOPPED: ConnectOptions = ConnectOptions {
     read_buffer: 512,
     rcvbuf: Some(4 << 10),
+    dialect: Dialect::V2,
 };
 const STOPPED_ID: &str = "stopped";
 
@@ -102,7 +105,7 @@ async fn room(lab: &Lab<'_>, relay: &mut Relay, members: u32) -> Result<(), Stri
 
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for (i, Joined { reader, writer }) in joined.into_iter().enumerate() {
+    for (i, Joined { reader, writer, .. }) in joined.into_iter().enumerate() {
         if (i as u32) < SENDERS {
             tasks.push(lab.ex.spawn(full_speed(reader, i, t0, board.clone())));
             let send = send_bursts(writer, i as u32, filler, board.clone());
@@ -203,7 +206,9 @@ async fn send_bursts(mut writer: Writer, me: u32, filler: usize, board: Rc<Board
             };
             seq += 1;
             let r = writer
-                .send_with(OP_TEXT, |buf| wire::message_request(stamp, filler, buf))
+                .send_with(OP_TEXT, |buf| {
+                    wire::message_request(stamp, filler, Dialect::V2, buf)
+                })
                 .await;
             if r.is_err() {
                 board.send_failures.set(board.send_failures.get() + 1);
