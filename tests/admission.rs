@@ -79,6 +79,8 @@ struct Storm {
     retry_after: usize,
     silent: Vec<String>,
     all_connected_after: Option<Duration>,
+    /// The connected clients, kept open.
+    clients: Vec<TcpStream>,
 }
 
 /// `n` clients upgrade at once, client `i` from `src(i)` with `headers(i)`;
@@ -164,6 +166,7 @@ fn storm(
         retry_after,
         silent,
         all_connected_after,
+        clients: connected,
     }
 }
 
@@ -184,6 +187,7 @@ fn assert_storm(s: &Storm, n: usize) {
         &s.silent[..s.silent.len().min(5)]
     );
     assert_eq!(s.connected_at_once + s.retry_after, n);
+    assert_eq!(s.clients.len(), n);
     let after = s
         .all_connected_after
         .expect("every client connected in the end");
@@ -281,6 +285,37 @@ fn pending_cap_per_ip_is_configurable_and_answers_429() {
     let _ = other.read_to_end(&mut buf);
     assert_eq!(parse_response(&buf).status, 200);
     held.clear();
+}
+
+#[test]
+fn a_full_table_evicts_the_stalest_connection_with_408() {
+    let srv = Server::start(&[("HTTP_PENDING_LIMIT", "20")]);
+    // 20 silent connections fill the table (no byte: the rate rule never
+    // starts, only the 10 s deadline would end them).
+    let mut silent: Vec<TcpStream> = (0..20)
+        .map(|i| connect_from(addr(60 + i % 5), srv.port, false).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    let mut s = connect_from(addr(70), srv.port, false).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert_eq!(parse_response(&buf).status, 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // The first silent connection (the stalest) was told why, with Retry-After.
+    let first = &mut silent[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = first.read_to_end(&mut buf);
+    let r = parse_response(&buf);
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    silent.clear();
 }
 
 /// An attacker's connection: trickles a request head that never ends.
@@ -398,4 +433,34 @@ fn slow_requests_cannot_lock_others_out() {
     );
     // The attack really ran: its connections were closed and reopened.
     assert!(reopened > 0);
+}
+
+#[test]
+fn a_trickled_head_is_closed_by_the_rate_rule_with_408() {
+    let srv = Server::start(&[]);
+    let mut s = connect_from(addr(80), srv.port, false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    // Three bytes a second: far below the minimum rate, long before the
+    // 10 s deadline.
+    for byte in TRICKLE.iter().take(30) {
+        if s.write_all(&[*byte]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if !got.is_empty() {
+            break;
+        }
+    }
+    let r = parse_response(&got);
+    assert_eq!(r.status, 408, "{r:?}");
+    assert!(r.body.contains("too slowly"), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
