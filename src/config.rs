@@ -22,6 +22,9 @@ pub const MESSAGE_SIZE_CAP: u32 = 1 << 20;
 pub const STRIKE_LIMIT_CAP: u32 = 64;
 /// Compiled capacity: largest per-connection queue bound and process queue budget.
 pub const QUEUE_CAP: u32 = 1 << 30;
+/// Compiled capacity: connections in their HTTP phase (each may hold an 8 KiB
+/// request head), and the per-IP share of them.
+pub const PENDING_CAP: u32 = 4096;
 /// Compiled capacity: entries in `TRUSTED_PROXIES` and in `ALLOWED_ORIGINS`.
 pub const LIST_CAP: usize = 32;
 
@@ -38,6 +41,11 @@ pub struct Config {
     pub host: String,
     pub port: u16,
     pub handshake_timeout_secs: u32,
+    /// Connections in their HTTP phase at once (`HTTP_PENDING_LIMIT`).
+    pub pending_limit: u32,
+    /// Of those, from one client IP (`HTTP_PENDING_LIMIT_PER_IP`); trusted
+    /// proxies are exempt.
+    pub pending_limit_per_ip: u32,
     pub message_limit: u32,
     pub join_limit: u32,
     pub frame_limit: u32,
@@ -224,6 +232,8 @@ impl Config {
             host,
             port,
             handshake_timeout_secs: number(src, "HANDSHAKE_TIMEOUT_SECS", 10, 1, 3600)?,
+            pending_limit: number(src, "HTTP_PENDING_LIMIT", 256, 1, PENDING_CAP)?,
+            pending_limit_per_ip: number(src, "HTTP_PENDING_LIMIT_PER_IP", 16, 1, PENDING_CAP)?,
             message_limit: number(src, "RATE_LIMIT_MESSAGE_LIMIT", 30, 1, 1_000_000)?,
             join_limit: number(src, "RATE_LIMIT_JOIN_LIMIT", 5, 1, 1_000_000)?,
             frame_limit: number(src, "RATE_LIMIT_FRAME_LIMIT", 300, 1, 1_000_000)?,
@@ -281,6 +291,7 @@ mod tests {
         let c = load(&[], "").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8080));
         assert_eq!(c.handshake_timeout_secs, 10);
+        assert_eq!((c.pending_limit, c.pending_limit_per_ip), (256, 16));
         assert_eq!((c.message_limit, c.join_limit, c.frame_limit), (30, 5, 300));
         assert_eq!(c.connection_limit_per_ip, 10);
         assert_eq!(c.max_message_size, 10_240);
@@ -339,6 +350,10 @@ mod tests {
         assert_eq!(e.variable, "TRUSTED_PROXIES");
         let e = load(&[("LOG_FORMAT", "xml")], "").unwrap_err();
         assert_eq!(e.variable, "LOG_FORMAT");
+        let e = load(&[("HTTP_PENDING_LIMIT", "4097")], "").unwrap_err();
+        assert_eq!(e.variable, "HTTP_PENDING_LIMIT");
+        let e = load(&[("HTTP_PENDING_LIMIT_PER_IP", "0")], "").unwrap_err();
+        assert_eq!(e.variable, "HTTP_PENDING_LIMIT_PER_IP");
         let e = load(&[("BLOCK_STRIKE_LIMIT", "65")], "").unwrap_err();
         assert_eq!(e.variable, "BLOCK_STRIKE_LIMIT");
         let e = load(&[("SLOW_CONSUMER_QUEUE_BYTES", "1000")], "").unwrap_err();

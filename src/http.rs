@@ -50,43 +50,36 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// Parses a complete request head. `None` for anything malformed.
+/// Parses a complete request head (up to and including its blank line) with
+/// `httparse`, the parser hyper uses. `None` for anything malformed. On top of
+/// HTTP's grammar the relay requires an upper-case method, an origin-form
+/// target (`/...`) and UTF-8 header values. Any number of header lines fits:
+/// the slots are sized by counting line ends (the head is at most 8 KiB).
 pub fn parse_head(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut parts = lines.next()?.split(' ');
-    let method = parts.next()?.to_string();
-    let target = parts.next()?;
-    let version = parts.next()?;
-    if parts.next().is_some()
-        || method.is_empty()
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-    {
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    let mut slots = vec![httparse::EMPTY_HEADER; lines];
+    let mut parsed = httparse::Request::new(&mut slots);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return None,
+    }
+    let method = parsed.method?;
+    let version_minor = parsed.version?;
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    let version_minor = match version {
-        "HTTP/1.1" => 1,
-        "HTTP/1.0" => 0,
-        _ => return None,
-    };
-    let path = target.split(['?', '#']).next()?.to_string();
+    let path = parsed.path?.split(['?', '#']).next()?;
     if !path.starts_with('/') {
         return None;
     }
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        let (name, value) = line.split_once(':')?;
-        if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
-            return None;
-        }
-        headers.push((name.to_string(), value.trim().to_string()));
+    let mut headers = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value).ok()?;
+        headers.push((h.name.to_string(), value.trim().to_string()));
     }
     Some(Request {
-        method,
-        path,
+        method: method.to_string(),
+        path: path.to_string(),
         version_minor,
         headers,
     })
@@ -412,6 +405,7 @@ mod tests {
         let end = head_end(raw).unwrap();
         assert_eq!(end, raw.len());
         let req = parse_head(&raw[..end]).unwrap();
+        assert_eq!(req.version_minor, 1);
         assert_eq!((req.method.as_str(), req.path.as_str()), ("GET", "/ws"));
         assert!(req.header_has_token("connection", "upgrade"));
         assert!(req.header_has_token("UPGRADE", "websocket"));
@@ -427,6 +421,9 @@ mod tests {
             b"GET nothing HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
             b"get / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA B: c\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\nextra",
         ] {
             assert!(
                 parse_head(raw).is_none(),
@@ -434,6 +431,23 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn many_headers_and_http_1_0() {
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..500 {
+            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert_eq!(parse_head(&raw).unwrap().headers("x-499").count(), 1);
+        let ok = b"HEAD /health?x HTTP/1.0\r\nHost: a\r\n\r\n";
+        let req = parse_head(ok).unwrap();
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("HEAD", "/health")
+        );
+        assert_eq!(req.version_minor, 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,22 +21,68 @@ use crate::rooms::Hub;
 use crate::session::Session;
 use crate::{handshake, shutdown, systemd};
 
-/// Connections that may be in their HTTP phase at once; each holds a head
-/// buffer of up to 8 KiB for at most `HANDSHAKE_TIMEOUT_SECS`.
-pub const MAX_PENDING: u32 = 256;
-/// Of those, from one client IP.
-pub const MAX_PENDING_PER_IP: u32 = 16;
 /// How long a finished HTTP exchange waits for the client to close.
 const LINGER: Duration = Duration::from_secs(2);
 /// `Retry-After` for refusals that are not blocks.
 const RETRY_AFTER_SECS: u32 = 5;
+/// `Retry-After` for a connection refused or evicted in its HTTP phase: the
+/// table frees within moments, so a client may come straight back.
+const PENDING_RETRY_AFTER_SECS: u32 = 1;
+/// Listen backlog: connections wait in the kernel's accept queue while the
+/// HTTP-phase table is full (Linux caps it at `net.core.somaxconn`, 4096 by
+/// default). The socket unit's `Backlog=` is the same.
+const LISTEN_BACKLOG: i32 = 4096;
+/// Once a request head's first byte has arrived, the rest must follow at
+/// `HEAD_MIN_RATE` bytes a second on average, after `HEAD_GRACE`.
+const HEAD_GRACE_MICROS: u64 = 1_000_000;
+const HEAD_MIN_RATE: u64 = 128;
+/// A full table makes room by closing the pending connection that has made
+/// no progress for the longest time, once that is at least this long;
+/// otherwise new connections wait in the accept queue.
+const EVICT_IDLE_MICROS: u64 = 250_000;
+
+/// One connection in its HTTP phase, shared by the table and its task.
+struct Pending {
+    /// When its last byte arrived (its accept time before the first).
+    last_progress: Cell<u64>,
+    /// Tells the task to give up its slot (answering 408).
+    evict: smol::channel::Sender<()>,
+}
 
 /// What every task of the server shares.
 struct Shared {
     cfg: Rc<Config>,
     hub: Rc<RefCell<Hub>>,
     ex: Rc<LocalExecutor<'static>>,
-    pending: Cell<u32>,
+    /// Connections whose request head is being read (`HTTP_PENDING_LIMIT`).
+    pending: RefCell<Vec<Rc<Pending>>>,
+    /// Signalled whenever a slot of `pending` frees.
+    freed: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+    /// Answered connections waiting for the client to close (at most
+    /// `HTTP_PENDING_LIMIT` wait; past that they close at once).
+    lingering: Cell<u32>,
+}
+
+/// A slot in the HTTP-phase table; dropping it frees the slot and the IP's count.
+struct Slot<'a> {
+    shared: &'a Shared,
+    entry: Rc<Pending>,
+    /// The address counted against `HTTP_PENDING_LIMIT_PER_IP` (none for a
+    /// trusted proxy).
+    counted_ip: Option<IpAddr>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .pending
+            .borrow_mut()
+            .retain(|p| !Rc::ptr_eq(p, &self.entry));
+        if let Some(ip) = self.counted_ip {
+            self.shared.hub.borrow_mut().ips.end_pending(ip);
+        }
+        let _ = self.shared.freed.0.try_send(());
+    }
 }
 
 /// Runs the server on `listener` until a shutdown signal; returns the exit code.
@@ -53,7 +99,9 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
         hub: Rc::new(RefCell::new(Hub::new(&cfg))),
         cfg: Rc::new(cfg),
         ex: ex.clone(),
-        pending: Cell::new(0),
+        pending: RefCell::new(Vec::new()),
+        freed: smol::channel::bounded(1),
+        lingering: Cell::new(0),
     });
     smol::block_on(ex.run(serve(shared, listener, signals)))
 }
@@ -65,14 +113,28 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
 /// `TCP_DEFER_ACCEPT` would save a wake-up per connection, but it hides a
 /// silent client from the process for the defer period, which would stretch
 /// the `HANDSHAKE_TIMEOUT_SECS` deadline the contract promises: not used.
+///
+/// Also: the listen backlog is set to `LISTEN_BACKLOG` (`listen` again on a
+/// listening socket only changes it; a socket from systemd gets the same),
+/// and the open-file limit is raised to its hard limit, so `MAX_CONNECTIONS`
+/// is not cut short by a soft limit of 1024 outside systemd.
 fn tune_listener(listener: &std::net::TcpListener) {
-    use nix::sys::socket::{setsockopt, sockopt};
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use nix::sys::socket::{Backlog, listen, setsockopt, sockopt};
     let _ = setsockopt(listener, sockopt::TcpNoDelay, &true);
     let _ = setsockopt(
         listener,
         sockopt::SndBuf,
         &crate::session::SEND_BUFFER_BYTES,
     );
+    if let Ok(backlog) = Backlog::new(LISTEN_BACKLOG) {
+        let _ = listen(listener, backlog);
+    }
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 async fn serve(
@@ -130,8 +192,14 @@ async fn serve(
 }
 
 /// Accepts until it is dropped (the shutdown path drops it, closing the listener).
+///
+/// Every accepted connection gets an answer. While the HTTP-phase table is
+/// full, new connections wait in the kernel's accept queue (`make_room`); a
+/// client IP with `HTTP_PENDING_LIMIT_PER_IP` connections in the table gets
+/// `429 TOO_MANY_PENDING` with `Retry-After` (trusted proxies are exempt).
 async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'static str {
     loop {
+        make_room(&shared).await;
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -141,27 +209,48 @@ async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'
                 continue;
             }
         };
-        if shared.pending.get() >= MAX_PENDING {
-            continue;
-        }
         let ip = canonical_ip(peer.ip());
-        if !shared
-            .hub
-            .borrow_mut()
-            .ips
-            .begin_pending(ip, MAX_PENDING_PER_IP, clock::now_micros())
-        {
+        let sock: Arc<Async<TcpStream>> = stream.into();
+        let now = clock::now_micros();
+        let exempt = shared.cfg.trusted_proxies.contains(&ip);
+        let counted = exempt
+            || shared
+                .hub
+                .borrow_mut()
+                .ips
+                .begin_pending(ip, shared.cfg.pending_limit_per_ip, now);
+        let task_shared = shared.clone();
+        if !counted {
+            log::debug!("{ip}: too many connections in their HTTP phase");
+            shared
+                .ex
+                .spawn(async move {
+                    let body = http::error_response(
+                        429,
+                        "TOO_MANY_PENDING",
+                        "too many unfinished requests from this address",
+                        &format!("Retry-After: {PENDING_RETRY_AFTER_SECS}\r\n"),
+                    );
+                    respond(&task_shared, &sock, &body).await;
+                })
+                .detach();
             continue;
         }
-        shared.pending.set(shared.pending.get() + 1);
-        let sock: Arc<Async<TcpStream>> = stream.into();
-        let task_shared = shared.clone();
+        let (evict, evicted) = smol::channel::bounded(1);
+        let entry = Rc::new(Pending {
+            last_progress: Cell::new(now),
+            evict,
+        });
+        shared.pending.borrow_mut().push(entry.clone());
         shared
             .ex
             .spawn(async move {
-                let upgraded = handle_http(&task_shared, &sock, peer).await;
-                task_shared.pending.set(task_shared.pending.get() - 1);
-                task_shared.hub.borrow_mut().ips.end_pending(ip);
+                let slot = Slot {
+                    shared: &task_shared,
+                    entry,
+                    counted_ip: (!exempt).then_some(ip),
+                };
+                let upgraded = handle_http(&task_shared, &sock, peer, slot, evicted).await;
                 if let Some((id, leftover)) = upgraded {
                     let session = Session::new(
                         id,
@@ -176,6 +265,45 @@ async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'
                 }
             })
             .detach();
+        // Let the new connection read its head before the next accept: in a
+        // burst, each request is served as it comes instead of all of them
+        // piling into the table first.
+        smol::future::yield_now().await;
+    }
+}
+
+/// Returns once the HTTP-phase table has a free slot. A full table evicts
+/// the connection that has made no progress for the longest time, once that
+/// is `EVICT_IDLE_MICROS` or more; until then new connections stay in the
+/// kernel's accept queue.
+async fn make_room(shared: &Shared) {
+    loop {
+        let stalest = {
+            let table = shared.pending.borrow();
+            if table.len() < shared.cfg.pending_limit as usize {
+                return;
+            }
+            table.iter().min_by_key(|p| p.last_progress.get()).cloned()
+        };
+        let Some(stalest) = stalest else { return };
+        let idle = clock::now_micros().saturating_sub(stalest.last_progress.get());
+        if idle >= EVICT_IDLE_MICROS {
+            // Out of the table at once; its task answers 408 and closes.
+            shared
+                .pending
+                .borrow_mut()
+                .retain(|p| !Rc::ptr_eq(p, &stalest));
+            let _ = stalest.evict.try_send(());
+            return;
+        }
+        let wait = Duration::from_micros(EVICT_IDLE_MICROS - idle);
+        async {
+            let _ = shared.freed.1.recv().await;
+        }
+        .or(async {
+            Timer::after(wait).await;
+        })
+        .await;
     }
 }
 
@@ -183,21 +311,76 @@ enum HeadError {
     TooLarge,
     Malformed,
     Closed,
+    /// Not complete within `HANDSHAKE_TIMEOUT_SECS`.
+    Timeout,
+    /// Arriving slower than `HEAD_MIN_RATE`.
+    TooSlow,
+    /// Evicted from a full table.
+    Evicted,
+}
+
+/// What ends one wait of `read_head`.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Check,
+    Evicted,
 }
 
 /// Reads one request head; returns it with any bytes that followed it.
-async fn read_head(sock: &Async<TcpStream>) -> Result<(http::Request, Vec<u8>), HeadError> {
+/// Records progress in `entry`; gives up at `deadline`, when the head falls
+/// below the minimum rate, or when evicted.
+async fn read_head(
+    sock: &Async<TcpStream>,
+    entry: &Pending,
+    deadline: Instant,
+    evicted: &smol::channel::Receiver<()>,
+) -> Result<(http::Request, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let mut first_byte_at: Option<u64> = None;
     loop {
+        // Wake up at the deadline, or when the bytes so far stop meeting the
+        // minimum rate.
+        let now = clock::now_micros();
+        let check = match first_byte_at {
+            Some(t0) => {
+                let due = t0 + HEAD_GRACE_MICROS + buf.len() as u64 * 1_000_000 / HEAD_MIN_RATE;
+                deadline.min(Instant::now() + Duration::from_micros(due.saturating_sub(now) + 1))
+            }
+            None => deadline,
+        };
         let room = (http::MAX_HEAD_BYTES + 1 - buf.len()).min(chunk.len());
-        let n = (&*sock)
-            .read(&mut chunk[..room])
-            .await
-            .map_err(|_| HeadError::Closed)?;
-        if n == 0 {
-            return Err(HeadError::Closed);
-        }
+        let wake = async { Wake::Read((&*sock).read(&mut chunk[..room]).await) }
+            .or(async {
+                Timer::at(check).await;
+                Wake::Check
+            })
+            .or(async {
+                let _ = evicted.recv().await;
+                Wake::Evicted
+            })
+            .await;
+        let n = match wake {
+            Wake::Evicted => return Err(HeadError::Evicted),
+            Wake::Check => {
+                if Instant::now() >= deadline {
+                    return Err(HeadError::Timeout);
+                }
+                let now = clock::now_micros();
+                if let Some(t0) = first_byte_at {
+                    let allowed = now.saturating_sub(t0 + HEAD_GRACE_MICROS) * HEAD_MIN_RATE;
+                    if buf.len() as u64 * 1_000_000 < allowed {
+                        return Err(HeadError::TooSlow);
+                    }
+                }
+                continue;
+            }
+            Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Err(HeadError::Closed),
+            Wake::Read(Ok(n)) => n,
+        };
+        let now = clock::now_micros();
+        entry.last_progress.set(now);
+        first_byte_at.get_or_insert(now);
         // Search from just before the new bytes: the terminator may straddle.
         let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
@@ -218,10 +401,18 @@ async fn read_head(sock: &Async<TcpStream>) -> Result<(http::Request, Vec<u8>), 
 /// connection. What the client still sends (a request body, say) is read and
 /// discarded for a moment first: closing a socket with unread input makes the
 /// kernel answer with a reset, which can destroy the response in flight.
+///
+/// At most `HTTP_PENDING_LIMIT` connections wait like that at once; past it
+/// the connection closes as soon as the response is written.
 async fn respond(shared: &Shared, sock: &Async<TcpStream>, bytes: &[u8]) {
     let limit = Duration::from_secs(shared.cfg.handshake_timeout_secs.into());
     write_within(sock, bytes, limit).await;
     let _ = sock.get_ref().shutdown(Shutdown::Write);
+    if shared.lingering.get() >= shared.cfg.pending_limit {
+        return;
+    }
+    shared.lingering.set(shared.lingering.get() + 1);
+    let _counted = Defer(|| shared.lingering.set(shared.lingering.get() - 1));
     let drain = async {
         let mut scratch = [0u8; 512];
         let mut total = 0;
@@ -237,6 +428,15 @@ async fn respond(shared: &Shared, sock: &Async<TcpStream>, bytes: &[u8]) {
             Timer::after(LINGER).await;
         })
         .await;
+}
+
+/// Runs its closure when dropped (also when the future holding it is).
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 /// Writes `bytes` unless that takes longer than `limit` (a client that does
@@ -288,43 +488,56 @@ fn client_ip(cfg: &Config, peer: IpAddr, req: &http::Request) -> IpAddr {
 }
 
 /// Serves one HTTP request. Returns the connection id and leftover bytes when
-/// the connection was upgraded to a WebSocket.
+/// the connection was upgraded to a WebSocket. `slot` is its place in the
+/// HTTP-phase table, given up as soon as the head is read (or not).
 async fn handle_http(
     shared: &Shared,
     sock: &Async<TcpStream>,
     peer: SocketAddr,
+    slot: Slot<'_>,
+    evicted: smol::channel::Receiver<()>,
 ) -> Option<(u32, Vec<u8>)> {
     let limit = Duration::from_secs(shared.cfg.handshake_timeout_secs.into());
-    let head = async { Some(read_head(sock).await) }
-        .or(async {
-            Timer::after(limit).await;
-            None
-        })
-        .await;
+    let head = read_head(sock, &slot.entry, Instant::now() + limit, &evicted).await;
+    drop(slot);
+    let timeout =
+        |message: &str, extra: &str| http::error_response(408, "REQUEST_TIMEOUT", message, extra);
     let (req, leftover) = match head {
-        None => {
-            let body = http::error_response(
-                408,
-                "REQUEST_TIMEOUT",
-                "request head not received in time",
-                "",
+        Err(HeadError::Timeout) => {
+            respond(
+                shared,
+                sock,
+                &timeout("request head not received in time", ""),
+            )
+            .await;
+            return None;
+        }
+        Err(HeadError::TooSlow) => {
+            let body = timeout("request head arriving too slowly", "");
+            respond(shared, sock, &body).await;
+            return None;
+        }
+        Err(HeadError::Evicted) => {
+            let body = timeout(
+                "request head not received: the server is busy",
+                &format!("Retry-After: {PENDING_RETRY_AFTER_SECS}\r\n"),
             );
             respond(shared, sock, &body).await;
             return None;
         }
-        Some(Err(HeadError::Closed)) => return None,
-        Some(Err(HeadError::TooLarge)) => {
+        Err(HeadError::Closed) => return None,
+        Err(HeadError::TooLarge) => {
             let body =
                 http::error_response(431, "HEADERS_TOO_LARGE", "request head exceeds 8 KiB", "");
             respond(shared, sock, &body).await;
             return None;
         }
-        Some(Err(HeadError::Malformed)) => {
+        Err(HeadError::Malformed) => {
             let body = http::error_response(400, "BAD_REQUEST", "malformed HTTP request", "");
             respond(shared, sock, &body).await;
             return None;
         }
-        Some(Ok(x)) => x,
+        Ok(x) => x,
     };
 
     let reply = match route_upgrades(&req) {
