@@ -108,10 +108,16 @@ pub struct FrameTracker {
     held: usize,
     /// A data frame without FIN was seen and its final fragment was not.
     fragmented: bool,
-    /// The last byte observed ended a frame that completed a message which
-    /// counted against the budget: tungstenite holds nothing more, and its
-    /// state may be replaced.
-    fresh: bool,
+    /// The current frame gives tungstenite a message of its own to return
+    /// (a control frame, or a data frame with FIN).
+    gives_message: bool,
+    /// Frames observed so far that give a message.
+    messages: u64,
+    /// Set when the last byte observed ended a frame that completed a
+    /// message which counted against the budget: the number of that message.
+    /// Once tungstenite has returned that many messages it holds nothing
+    /// more, and its state may be replaced.
+    fresh: Option<u64>,
 }
 
 impl FrameTracker {
@@ -125,7 +131,9 @@ impl FrameTracker {
             owed: 0,
             held: 0,
             fragmented: false,
-            fresh: false,
+            gives_message: false,
+            messages: 0,
+            fresh: None,
         }
     }
 
@@ -155,10 +163,15 @@ impl FrameTracker {
         }
     }
 
-    /// Whether tungstenite's state may be replaced now (see the module
-    /// documentation); true once per such message.
-    pub fn take_fresh(&mut self) -> bool {
-        std::mem::take(&mut self.fresh)
+    /// Whether tungstenite's state may be replaced now that it has returned
+    /// `returned` messages in all (see the module documentation); true once
+    /// per such message.
+    pub fn take_fresh(&mut self, returned: u64) -> bool {
+        let fresh = self.fresh == Some(returned);
+        if fresh {
+            self.fresh = None;
+        }
+        fresh
     }
 
     /// Follows `bytes`, just handed to tungstenite. Returns the bytes of the
@@ -167,7 +180,7 @@ impl FrameTracker {
     pub fn observe(&mut self, mut bytes: &[u8]) -> usize {
         let mut released = 0;
         if !bytes.is_empty() {
-            self.fresh = false;
+            self.fresh = None;
         }
         while !bytes.is_empty() {
             match self.position {
@@ -190,7 +203,9 @@ impl FrameTracker {
             if self.position == Position::Payload(0) {
                 let completes = self.completes_message;
                 released += self.end_frame();
-                self.fresh = completes && bytes.is_empty();
+                if completes && bytes.is_empty() {
+                    self.fresh = Some(self.messages);
+                }
             }
         }
         released
@@ -228,6 +243,7 @@ impl FrameTracker {
             self.fragmented = false;
         }
         self.completes_message = self.shared && fin;
+        self.gives_message = !data || fin;
         if self.shared {
             self.owed += len as usize;
         }
@@ -238,6 +254,9 @@ impl FrameTracker {
     /// are given back (and any share still owed is forgiven).
     fn end_frame(&mut self) -> usize {
         self.position = Position::Header(0);
+        if std::mem::take(&mut self.gives_message) {
+            self.messages += 1;
+        }
         let mut released = 0;
         if self.shared && !self.fragmented {
             released = std::mem::take(&mut self.held);
@@ -281,7 +300,7 @@ mod tests {
             assert_eq!(t.observe(chunk), 0);
             assert_eq!((t.share_needed(), t.read_limit()), (None, None));
         }
-        assert!(!t.take_fresh());
+        assert!(!t.take_fresh(3));
     }
 
     #[test]
@@ -297,8 +316,9 @@ mod tests {
         assert_eq!(t.read_limit(), Some(rest));
         assert_eq!(t.observe(&f[100..]), 5000);
         assert_eq!((t.held(), t.read_limit()), (0, None));
-        assert!(t.take_fresh());
-        assert!(!t.take_fresh(), "once");
+        assert!(!t.take_fresh(0), "tungstenite has not returned it yet");
+        assert!(t.take_fresh(1));
+        assert!(!t.take_fresh(1), "once");
     }
 
     #[test]
@@ -328,7 +348,22 @@ mod tests {
         }
         assert_eq!(released, 3150);
         assert_eq!(t.held(), 0);
-        assert!(t.take_fresh());
+        // The ping and the message.
+        assert!(t.take_fresh(2));
+    }
+
+    #[test]
+    fn a_message_completed_behind_others_waits_for_them() {
+        // Found by fuzzing (ws_renew): one read holds a small text, a ping
+        // and a small final fragment; the text is returned first, while
+        // tungstenite still holds the rest.
+        let mut t = FrameTracker::new(10_240);
+        let bytes: Vec<u8> = [frame(false, 1, 10), frame(true, 9, 0), frame(true, 0, 7)].concat();
+        let _ = t.observe(&bytes[..6]);
+        t.granted();
+        let _ = t.observe(&bytes[6..]);
+        assert!(!t.take_fresh(1), "only the ping was returned");
+        assert!(t.take_fresh(2));
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct Session {
     /// tungstenite may hold a complete frame or the socket may be readable;
     /// false only after tungstenite asked for more bytes.
     may_have_frames: bool,
+    /// Messages tungstenite returned since it was (re)built.
+    messages_read: u64,
     deadline: Option<Timer>,
 }
 
@@ -238,6 +240,7 @@ impl Session {
             stream_broken: false,
             write_shut: false,
             may_have_frames: true,
+            messages_read: 0,
             deadline: None,
         }
     }
@@ -416,6 +419,7 @@ impl Session {
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
             self.ws = ws;
+            self.messages_read = 0;
         }
     }
 
@@ -443,7 +447,8 @@ impl Session {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
                     self.on_message(msg);
-                    if self.ws.get_mut().frames.take_fresh() {
+                    self.messages_read += 1;
+                    if self.ws.get_mut().frames.take_fresh(self.messages_read) {
                         self.renew_reader();
                     }
                 }
