@@ -19,7 +19,6 @@ connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; fram
 const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n\
 Referrer-Policy: no-referrer\r\n\
 X-Frame-Options: DENY\r\n\
-Cross-Origin-Opener-Policy: same-origin\r\n\
 Cross-Origin-Resource-Policy: same-origin\r\n\
 Permissions-Policy: camera=(), microphone=(), geolocation=()\r\n";
 

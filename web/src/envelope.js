@@ -1,9 +1,10 @@
 // Keys, room ids and the message envelope: everything the page encrypts.
 //
-// Key schedule (all versions are "v1"):
+// Key schedule (all versions are "v1"; salt = "rtce2ee-whisper/v1"):
 //   room key K       32 random bytes (invite link) or scrypt(passphrase, room name)
 //   room id          base64url(HKDF-SHA256(K, salt, "room id", 12 bytes)): 16 characters,
-//                    the only room name the relay ever sees
+//                    the only room name the relay ever sees; for a passphrase room
+//                    HKDF-SHA256(normalised room name, salt, "room name id", 12 bytes)
 //   message key      HKDF-SHA256(K, salt, "message key", 32 bytes)
 // Sealed content:    base64url(nonce) "." base64url(XChaCha20-Poly1305(message key,
 //                    nonce, JSON, aad = "rtce2ee-whisper/v1/" + kind)), nonce 24 random bytes.
@@ -39,13 +40,18 @@ export function decodeKey(text) {
   return key && key.length === KEY_BYTES ? key : null;
 }
 
-/** The room id and the message key for room key `key`. */
-export function deriveRoom(key) {
+/**
+ * The room id and the message key for room key `key`. A passphrase room
+ * passes its room name: its id then comes from the name alone, so that a
+ * member who mistyped the passphrase lands in the same room and sees
+ * "can't decrypt" instead of an empty room of its own.
+ */
+export function deriveRoom(key, roomName = null) {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) throw new TypeError('room key must be 32 bytes');
-  return {
-    roomId: toB64u(hkdf(sha256, key, SALT, utf8('room id'), 12)),
-    messageKey: hkdf(sha256, key, SALT, utf8('message key'), KEY_BYTES),
-  };
+  const roomId = roomName === null
+    ? hkdf(sha256, key, SALT, utf8('room id'), 12)
+    : hkdf(sha256, utf8(normalizeRoomName(roomName)), SALT, utf8('room name id'), 12);
+  return { roomId: toB64u(roomId), messageKey: hkdf(sha256, key, SALT, utf8('message key'), KEY_BYTES) };
 }
 
 /** How a room name is compared: Unicode NFKC, trimmed, inner spaces collapsed, lower case. */

@@ -115,11 +115,12 @@ async function joinByPassphrase(ev) {
 
 // ---------------------------------------------------------------- room
 
-function enterRoom(key, name, label) {
-  const { roomId, messageKey } = deriveRoom(key);
+/** Enters a room: an invite-link room, or with `roomName` a passphrase room. */
+function enterRoom(key, name, roomName = '') {
+  const { roomId, messageKey } = deriveRoom(key, roomName || null);
   room = {
-    key, roomId, messageKey, name,
-    label: label ? `${label}` : `Room ${roomId.slice(0, 6)}`,
+    key, roomId, messageKey, name, roomName,
+    label: roomName || `Room ${roomId.slice(0, 6)}`,
     myId: toB64u(crypto.getRandomValues(new Uint8Array(12))),
     profile: seal(messageKey, 'profile', { n: name }),
     members: new Map(),
@@ -135,7 +136,7 @@ function enterRoom(key, name, label) {
     typers: new Map(),
     blockedUntil: 0,
   };
-  try { sessionStorage.setItem('whisper.room', JSON.stringify({ k: encodeKey(key), l: label || '' })); } catch { /* ignore */ }
+  try { sessionStorage.setItem('whisper.room', JSON.stringify({ k: encodeKey(key), r: roomName })); } catch { /* ignore */ }
   $('lobby').hidden = true;
   $('chat').hidden = false;
   $('room-title').textContent = room.label;
@@ -287,11 +288,11 @@ function appendToLog(node) {
 }
 
 function system(text) {
-  appendToLog(el('li', 'msg system', text));
+  appendToLog(el('p', 'msg system', text));
 }
 
 function messageEntry(who, text, mine) {
-  const li = el('li', mine ? 'msg mine' : 'msg');
+  const li = el('article', mine ? 'msg mine' : 'msg');
   const meta = el('div', 'meta');
   meta.append(el('span', 'who', who));
   const when = el('span', 'when');
@@ -595,6 +596,18 @@ function renderInvite() {
 }
 
 function openInvite() {
+  const byLink = !room.roomName;
+  for (const id of ['invite-link', 'copy', 'qr']) $(id).closest('.row, .qr').hidden = !byLink;
+  $('invite-link-label').hidden = !byLink;
+  $('invite-help').textContent = byLink
+    ? 'Anyone with this link can read and write in the room. Share it only with people you trust.'
+    : `Tell them the room name "${room.roomName}" and the passphrase, away from this chat.`;
+  if (!byLink) {
+    $('host-choice').hidden = true;
+    $('copied').textContent = '';
+    $('invite').showModal();
+    return;
+  }
   const hosts = inviteHosts();
   const select = $('host-select');
   select.replaceChildren(...hosts.map((h) => el('option', '', h)));
@@ -690,7 +703,7 @@ function init() {
   try { saved = JSON.parse(sessionStorage.getItem('whisper.room') || 'null'); } catch { /* ignore */ }
   const savedKey = saved && decodeKey(saved.k);
   const name = store.get('whisper.name');
-  if (!invitedKey && savedKey && name) enterRoom(savedKey, name, saved.l || '');
+  if (!invitedKey && savedKey && name) enterRoom(savedKey, name, saved.r || '');
 }
 
 init();

@@ -19,7 +19,7 @@ const TILES = [
   ['People in rooms', (st) => st.total_users, String],
   ['Messages per second', (st, prev, dt) => (prev && dt > 0 ? Math.max(0, (st.messages_relayed - prev.messages_relayed) / dt) : 0), (v) => v.toFixed(1)],
   ['Queued bytes', (st) => st.queued_bytes || 0, (v) => (v < 10240 ? `${v} B` : mib(v))],
-  ['Memory', (st) => st.rss_bytes || 0, (v, st) => (st.memory_bound_bytes ? `${mib(v)} of ${mib(st.memory_bound_bytes)} bound` : mib(v)), true],
+  ['Memory (resident)', (st) => st.rss_bytes || 0, mib, true],
   ['Uptime', (st) => st.uptime_seconds, duration],
 ];
 
@@ -51,7 +51,9 @@ function tile(i) {
     meter.setAttribute('aria-valuemin', '0');
     meter.setAttribute('aria-valuemax', '100');
     meter.append(document.createElement('span'));
-    li.append(meter);
+    const cap = document.createElement('p');
+    cap.className = 'hint cap';
+    li.append(meter, cap);
   }
   document.getElementById('tiles').append(li);
   return li;
@@ -61,13 +63,16 @@ function draw(i, values, text, st) {
   const li = tile(i);
   li.querySelector('.v').textContent = text;
   const max = Math.max(1, ...values);
-  const pts = values.map((v, x) => `${x + POINTS - values.length},${(38 - (v / max) * 36).toFixed(1)}`);
+  // The history so far stretched over the width, newest at the right.
+  const step = (POINTS - 1) / Math.max(1, values.length - 1);
+  const pts = values.map((v, x) => `${(x * step).toFixed(2)},${(38 - (v / max) * 36).toFixed(1)}`);
   li.querySelector('polyline').setAttribute('points', pts.join(' '));
   const meter = li.querySelector('.meter');
   if (meter && st.memory_bound_bytes) {
     const pct = Math.min(100, (100 * (st.rss_bytes || 0)) / st.memory_bound_bytes);
     meter.setAttribute('aria-valuenow', pct.toFixed(0));
     meter.firstChild.style.width = `${pct}%`;
+    li.querySelector('.cap').textContent = `${pct.toFixed(1)} % of the ${mib(st.memory_bound_bytes)} worst-case bound`;
   }
 }
 

@@ -163,3 +163,14 @@ test('frame length prediction is exact', () => {
     assert.equal(sealedLength(Buffer.byteLength(JSON.stringify(chatEnvelope(text, 'Ada Lovelace')))), content.length);
   }
 });
+
+test('passphrase rooms: the id comes from the name alone, the key from both', () => {
+  const small = { N: 1024, r: 8, p: 1, dkLen: 32 };
+  const right = deriveRoom(passphraseKey('Book Club', 'right', small), 'Book Club');
+  const wrong = deriveRoom(passphraseKey('book  club', 'wrong', small), 'book  club');
+  assert.equal(right.roomId, wrong.roomId);
+  assert.notDeepEqual(right.messageKey, wrong.messageKey);
+  const id = nodeCrypto.hkdfSync('sha256', 'book club', 'rtce2ee-whisper/v1', 'room name id', 12);
+  assert.equal(right.roomId, Buffer.from(id).toString('base64url'));
+  assert.notEqual(right.roomId, deriveRoom(passphraseKey('Book Club', 'right', small)).roomId);
+});
