@@ -42,7 +42,6 @@ class Relay:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "RUST_LOG": "trace",
-            "RATE_LIMIT_JOIN_LIMIT": "60",
             "SHUTDOWN_TIMEOUT_SECS": "2",
         }
         mark = LOG.stat().st_size

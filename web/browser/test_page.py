@@ -219,8 +219,23 @@ def test_kdf_time_at_a_phone_like_cpu(people):
     cdp.send("Emulation.setCPUThrottlingRate", {"rate": 4})
     join_pass(p, "Throttled Room", "a passphrase typed on a phone", "Phone User")
     ms = int(p.page.evaluate("document.body.dataset.kdfMs"))
-    print(f"\nKDF at a 4x CPU throttle: {ms} ms")
-    assert ms < 20_000
+    # The page's figure includes starting the Worker; then scrypt alone, warm.
+    warm = p.page.evaluate(
+        """() => new Promise((done) => {
+            const w = new Worker('kdf-worker.js');
+            const runs = [];
+            let t0 = performance.now();
+            w.onmessage = () => {
+                runs.push(performance.now() - t0);
+                if (runs.length === 3) { w.terminate(); done(runs.map(Math.round)); return; }
+                t0 = performance.now();
+                w.postMessage({ room: 'r', passphrase: 'p' + runs.length });
+            };
+            w.postMessage({ room: 'r', passphrase: 'p' });
+        })"""
+    )
+    print(f"\nKDF at a 4x CPU throttle: {ms} ms on entering the room; worker runs {warm} ms")
+    assert ms < 20_000 and len(warm) == 3
 
 
 def test_reconnect_after_relay_restart(people, relay):
@@ -348,7 +363,7 @@ def test_screenshots(people, relay):
 def test_zz_relay_trace_log_holds_no_plaintext_and_no_name(relay):
     """Runs last: the relay's own output at RUST_LOG=trace over all the tests above."""
     text = LOG.read_text(errors="replace")
-    assert "TRACE" in text or "trace" in text.lower() or len(text) > 0
+    assert text.count("listening on") >= 3, "the log of every relay run was captured"
     assert len(SECRETS) > 20
     for s in SECRETS:
         assert s not in text, f"the relay logged {s!r}"
