@@ -9,7 +9,7 @@ const SENTENCES = {
   INVALID_AVATAR: 'Your name is too long once encrypted. Choose a shorter name.',
   INVALID_CONTENT: 'That message could not be sent in the form the hub accepts.',
   INVALID_EMOJI: 'That reaction is not accepted by the hub.',
-  USER_ID_TAKEN: 'You are already in this room from another tab. Joining again with a new identity…',
+  USER_ID_TAKEN: 'This identity is already in the room (another tab?); joining again with a new one.',
   ROOM_FULL: 'This room is full. Try again when someone leaves.',
   TOO_MANY_ROOMS: 'The hub has no room for another conversation right now. Try again later.',
   NOT_IN_ROOM: 'You are not in the room yet. Wait until the page has reconnected.',
