@@ -95,6 +95,8 @@ pub enum Route {
         head: bool,
     },
     WebSocket,
+    /// `/app` and everything under it: the hub's page (`page.rs`).
+    Page,
     NotFound,
     /// A known path with a method it does not take; the value is `Allow`.
     MethodNotAllowed(&'static str),
@@ -116,6 +118,7 @@ pub fn route(method: &str, path: &str) -> Route {
             "GET" => Route::WebSocket,
             _ => Route::MethodNotAllowed("GET"),
         },
+        p if p == "/app" || p.starts_with("/app/") => Route::Page,
         _ => Route::NotFound,
     }
 }
@@ -186,6 +189,9 @@ pub struct Snapshot {
     pub blocked_ips: usize,
     pub strikes_total: u64,
     pub ip_blocks_total: u64,
+    /// Resident memory now, and the README's worst-case bound at this configuration.
+    pub rss_bytes: u64,
+    pub memory_bound_bytes: u64,
     pub stats: crate::rooms::Stats,
 }
 
@@ -205,7 +211,7 @@ pub fn health_body(s: &Snapshot) -> String {
 \"max_connections\":{},\"max_rooms\":{},\"connections_total\":{},\"messages_relayed\":{},\"reactions_relayed\":{},\
 \"deliveries\":{},\"queued_bytes\":{},\"rate_limited\":{},\"protocol_errors\":{},\"oversize_messages\":{},\
 \"flood_closes\":{},\"slow_consumer_closes\":{},\"heartbeat_timeouts\":{},\"strikes\":{},\"ip_blocks\":{},\
-\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{}}}}}",
+\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{},\"rss_bytes\":{},\"memory_bound_bytes\":{}}}}}",
         s.uptime_seconds,
         s.active_connections,
         s.active_rooms,
@@ -231,6 +237,8 @@ pub fn health_body(s: &Snapshot) -> String {
             + st.rejected_server_full
             + st.rejected_origin,
         s.read_buffer_bytes,
+        s.rss_bytes,
+        s.memory_bound_bytes,
     );
     out
 }
@@ -462,6 +470,9 @@ mod tests {
         assert_eq!(route("GET", "/ws"), Route::WebSocket);
         assert_eq!(route("PUT", "/ws"), Route::MethodNotAllowed("GET"));
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+        assert_eq!(route("GET", "/app"), Route::Page);
+        assert_eq!(route("POST", "/app/x"), Route::Page);
+        assert_eq!(route("GET", "/apple"), Route::NotFound);
     }
 
     #[test]
@@ -474,6 +485,8 @@ mod tests {
             "active_connections",
             "active_rooms",
             "total_users",
+            "rss_bytes",
+            "memory_bound_bytes",
         ] {
             assert!(v["stats"][key].is_u64(), "{key}");
         }

@@ -4,9 +4,11 @@ mod clock;
 mod config;
 mod handshake;
 mod http;
+mod hubinfo;
 mod limits;
 mod logging;
 mod outbound;
+mod page;
 mod protocol;
 mod reading;
 mod rooms;
@@ -50,7 +52,7 @@ working directory for variables the environment leaves unset:
     RUST_LOG                             log filter              [info]
     LOG_FORMAT                           text or json            [text]
 
-Endpoints: GET /health, GET /metrics, GET /ws (WebSocket).
+Endpoints: GET /health, GET /metrics, GET /ws (WebSocket), GET /app/ (the chat page).
 Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration.
 ";
 

@@ -468,6 +468,8 @@ fn snapshot(shared: &Shared) -> Snapshot {
         blocked_ips: hub.ips.blocked_count(now),
         strikes_total: hub.ips.strikes_total,
         ip_blocks_total: hub.ips.blocks_total,
+        rss_bytes: crate::hubinfo::rss_bytes(),
+        memory_bound_bytes: crate::hubinfo::memory_bound_bytes(&shared.cfg),
         stats: hub.stats.clone(),
     }
 }
@@ -561,6 +563,10 @@ async fn handle_http(
                 &body,
                 head,
             )
+        }
+        Route::Page => {
+            let local = client_ip(&shared.cfg, peer.ip(), &req).is_loopback();
+            crate::page::respond(&req, &shared.cfg, local)
         }
         Route::NotFound => http::error_response(404, "NOT_FOUND", "no such path", ""),
         Route::MethodNotAllowed(allow) => http::error_response(

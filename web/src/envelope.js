@@ -1,0 +1,133 @@
+// Keys, room ids and the message envelope: everything the page encrypts.
+//
+// Key schedule (all versions are "v1"; salt = "rtce2ee-whisper/v1"):
+//   room key K       32 random bytes (invite link) or scrypt(passphrase, room name)
+//   room id          base64url(HKDF-SHA256(K, salt, "room id", 12 bytes)): 16 characters,
+//                    the only room name the relay ever sees; for a passphrase room
+//                    HKDF-SHA256(normalised room name, salt, "room name id", 12 bytes)
+//   message key      HKDF-SHA256(K, salt, "message key", 32 bytes)
+// Sealed content:    base64url(nonce) "." base64url(XChaCha20-Poly1305(message key,
+//                    nonce, JSON, aad = "rtce2ee-whisper/v1/" + kind)), nonce 24 random bytes.
+// The kind in the associated data keeps a sealed profile from being replayed as a
+// chat message and the other way round.
+
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { scrypt, scryptAsync } from '@noble/hashes/scrypt.js';
+import { toB64u, fromB64u, b64uLength, utf8, fromUtf8 } from './codec.js';
+
+export const VERSION = 'rtce2ee-whisper/v1';
+export const KEY_BYTES = 32;
+export const NONCE_BYTES = 24;
+export const TAG_BYTES = 16;
+/** scrypt cost for passphrase rooms: 32 MiB of memory, about 0.1 s on a laptop, 0.6 s on a phone. */
+export const SCRYPT_PARAMS = Object.freeze({ N: 2 ** 15, r: 8, p: 1, dkLen: KEY_BYTES });
+
+const SALT = utf8(VERSION);
+
+/** A fresh random room key. */
+export function newRoomKey() {
+  return crypto.getRandomValues(new Uint8Array(KEY_BYTES));
+}
+
+/** The key as it travels in an invite link's fragment (43 characters). */
+export const encodeKey = (key) => toB64u(key);
+
+/** The key from an invite fragment, or `null`. */
+export function decodeKey(text) {
+  const key = fromB64u(String(text).trim());
+  return key && key.length === KEY_BYTES ? key : null;
+}
+
+/**
+ * The room id and the message key for room key `key`. A passphrase room
+ * passes its room name: its id then comes from the name alone, so that a
+ * member who mistyped the passphrase lands in the same room and sees
+ * "can't decrypt" instead of an empty room of its own.
+ */
+export function deriveRoom(key, roomName = null) {
+  if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) throw new TypeError('room key must be 32 bytes');
+  const roomId = roomName === null
+    ? hkdf(sha256, key, SALT, utf8('room id'), 12)
+    : hkdf(sha256, utf8(normalizeRoomName(roomName)), SALT, utf8('room name id'), 12);
+  return { roomId: toB64u(roomId), messageKey: hkdf(sha256, key, SALT, utf8('message key'), KEY_BYTES) };
+}
+
+/** How a room name is compared: Unicode NFKC, trimmed, inner spaces collapsed, lower case. */
+export function normalizeRoomName(name) {
+  return String(name).normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
+}
+
+function scryptInputs(roomName, passphrase) {
+  const room = normalizeRoomName(roomName);
+  if (!room) throw new TypeError('room name is empty');
+  if (!passphrase) throw new TypeError('passphrase is empty');
+  return [utf8(String(passphrase).normalize('NFKC')), utf8(`${VERSION}/room/${room}`)];
+}
+
+/** The room key of a room name + passphrase (synchronous; for a Worker). */
+export function passphraseKey(roomName, passphrase, params = SCRYPT_PARAMS) {
+  const [pw, salt] = scryptInputs(roomName, passphrase);
+  return scrypt(pw, salt, params);
+}
+
+/** The same, yielding to the event loop while it works. */
+export function passphraseKeyAsync(roomName, passphrase, params = SCRYPT_PARAMS) {
+  const [pw, salt] = scryptInputs(roomName, passphrase);
+  return scryptAsync(pw, salt, { ...params, asyncTick: 20 });
+}
+
+const aad = (kind) => utf8(`${VERSION}/${kind}`);
+
+/**
+ * Seals `value` (any JSON value) as relay content. `nonce` is for tests only:
+ * a nonce must never repeat under one key, so callers leave it random.
+ */
+export function seal(messageKey, kind, value, nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))) {
+  const plain = utf8(JSON.stringify(value));
+  const sealed = xchacha20poly1305(messageKey, nonce, aad(kind)).encrypt(plain);
+  return `${toB64u(nonce)}.${toB64u(sealed)}`;
+}
+
+/**
+ * Opens sealed content. `{ ok: true, value }`, or `{ ok: false, reason }` with
+ * reason "malformed" (not our format) or "auth" (another key, or tampered).
+ */
+export function open(messageKey, kind, content) {
+  if (typeof content !== 'string') return { ok: false, reason: 'malformed' };
+  const parts = content.split('.');
+  if (parts.length !== 2) return { ok: false, reason: 'malformed' };
+  const nonce = fromB64u(parts[0]);
+  const sealed = fromB64u(parts[1]);
+  if (!nonce || nonce.length !== NONCE_BYTES || !sealed || sealed.length < TAG_BYTES) {
+    return { ok: false, reason: 'malformed' };
+  }
+  let plain;
+  try {
+    plain = xchacha20poly1305(messageKey, nonce, aad(kind)).decrypt(sealed);
+  } catch {
+    return { ok: false, reason: 'auth' };
+  }
+  try {
+    return { ok: true, value: JSON.parse(fromUtf8(plain)) };
+  } catch {
+    // Authentic but not JSON: only a buggy or hostile key holder sends that.
+    return { ok: false, reason: 'malformed' };
+  }
+}
+
+/** Length of the sealed content for a JSON value whose text is `jsonBytes` long. */
+export const sealedLength = (jsonBytes) => b64uLength(NONCE_BYTES) + 1 + b64uLength(jsonBytes + TAG_BYTES);
+
+/** A chat message's plaintext: the text and the sender's display name. */
+export const chatEnvelope = (text, name) => ({ t: text, n: name });
+
+/** Bytes of the WebSocket frame that carries `content` in a `message`. */
+export const messageFrameLength = (contentLength) =>
+  utf8('{"type":"message","data":{"content":""}}').length + contentLength;
+
+/** Bytes of the frame that would carry chat text `text` from `name`. */
+export function chatFrameLength(text, name) {
+  return messageFrameLength(sealedLength(utf8(JSON.stringify(chatEnvelope(text, name))).length));
+}
