@@ -11,26 +11,11 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-/// A `ping` text frame of exactly `len` payload bytes, masked with a zero
-/// key (so the payload is sent as it is).
+/// A masked `ping` text frame of exactly `len` payload bytes.
 fn ping_frame(len: usize) -> Vec<u8> {
     let shell = r#"{"type":"ping","p":""}"#.len();
     let payload = format!(r#"{{"type":"ping","p":"{}"}}"#, "x".repeat(len - shell));
-    let mut out = vec![0x81];
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(payload.as_bytes());
-    out
+    masked_frame(OP_TEXT, payload.as_bytes())
 }
 
 /// An upgraded raw socket.
