@@ -55,6 +55,7 @@ struct Entry {
 
 impl Entry {
     /// Whether member `id` is to receive this entry.
+    #[inline]
     fn is_for(&self, id: ConnId) -> bool {
         (self.target == id) == self.only
     }
@@ -74,6 +75,7 @@ pub struct RoomLog {
 
 impl RoomLog {
     /// Sequence number the next entry will get.
+    #[inline]
     pub fn end(&self) -> u64 {
         self.base + self.entries.len() as u64
     }
@@ -83,12 +85,14 @@ impl RoomLog {
         self.bytes
     }
 
+    #[inline]
     fn entry(&self, seq: u64) -> &Entry {
         &self.entries[(seq - self.base) as usize]
     }
 
     /// Bytes of the log from sequence `seq` on: how far behind a member at
     /// `seq` is (an upper bound: entries meant for others are counted too).
+    #[inline]
     pub fn bytes_from(&self, seq: u64) -> usize {
         // A position before `base` lags only over trimmed entries that were
         // not for this member.
@@ -165,12 +169,14 @@ pub struct Consumed {
 
 impl Outbox {
     /// Unsent bytes of the private buffer.
+    #[inline]
     pub fn private_pending(&self) -> usize {
         self.private.len() - self.private_sent
     }
 
     /// Everything queued for this connection: private bytes plus the room
     /// log from its position.
+    #[inline]
     pub fn backlog(&self, log: Option<&RoomLog>) -> usize {
         let room = log.map_or(0, |l| {
             l.bytes_from(self.cursor).saturating_sub(self.partial)
@@ -302,6 +308,7 @@ impl Outbox {
 
     /// Counts up to `*n` written bytes against the entry at the cursor; when
     /// they complete it, the member moves past it.
+    #[inline]
     fn finish_entry(&mut self, log: &mut RoomLog, n: &mut usize, done: &mut Consumed) {
         let base = log.base;
         let entry = &mut log.entries[(self.cursor - base) as usize];
@@ -415,6 +422,7 @@ impl Policy {
     /// longer read. Past half the process budget a connection is read only
     /// while nothing at all waits for it, so that busy rooms slow down
     /// before anyone is evicted.
+    #[inline]
     pub fn pace_limit(&self, queued_total: usize) -> usize {
         if queued_total > self.budget / 2 {
             0

@@ -251,23 +251,27 @@ impl Hub {
         self.free_conns.push(id);
     }
 
+    #[inline]
     fn conn(&self, id: ConnId) -> &Conn {
         self.conns[id as usize]
             .as_ref()
             .expect("live connection id")
     }
 
+    #[inline]
     fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
         self.conns[id as usize]
             .as_mut()
             .expect("live connection id")
     }
 
+    #[inline]
     fn log(&self, r: u32) -> Option<&RoomLog> {
         (r != NO_ROOM).then(|| &self.rooms[r as usize].as_ref().expect("room").log)
     }
 
     /// Everything queued for `id`.
+    #[inline]
     fn backlog(&self, id: ConnId) -> usize {
         let conn = self.conn(id);
         conn.out.backlog(self.log(conn.room))
