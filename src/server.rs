@@ -192,9 +192,10 @@ async fn serve(
 /// Accepts until it is dropped (the shutdown path drops it, closing the listener).
 ///
 /// Every accepted connection gets an answer. While the HTTP-phase table is
-/// full, new connections wait in the kernel's accept queue (`make_room`); a
-/// client IP with `HTTP_PENDING_LIMIT_PER_IP` connections in the table gets
-/// `429 TOO_MANY_PENDING` with `Retry-After` (trusted proxies are exempt).
+/// full, new connections wait in the kernel's accept queue (`make_room`).
+/// Once the table is half full, a client IP with `HTTP_PENDING_LIMIT_PER_IP`
+/// connections in it gets `429 TOO_MANY_PENDING` with `Retry-After`
+/// (trusted proxies are exempt).
 async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'static str {
     loop {
         make_room(&shared).await;
@@ -211,12 +212,14 @@ async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'
         let sock: Arc<Async<TcpStream>> = stream.into();
         let now = clock::now_micros();
         let exempt = shared.cfg.trusted_proxies.contains(&ip);
-        let counted = exempt
-            || shared
-                .hub
-                .borrow_mut()
-                .ips
-                .begin_pending(ip, shared.cfg.pending_limit_per_ip, now);
+        // The per-IP share binds once the table is half full: a burst from
+        // one address (a NAT, a restart) uses the free room until then.
+        let share = if shared.pending.borrow().len() * 2 >= shared.cfg.pending_limit as usize {
+            shared.cfg.pending_limit_per_ip
+        } else {
+            u32::MAX
+        };
+        let counted = exempt || shared.hub.borrow_mut().ips.begin_pending(ip, share, now);
         let task_shared = shared.clone();
         if !counted {
             log::debug!("{ip}: too many connections in their HTTP phase");

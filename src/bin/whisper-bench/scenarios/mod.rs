@@ -7,6 +7,8 @@ mod count;
 mod fanout;
 mod floor;
 mod idle;
+mod slowloris;
+mod storm;
 mod worst;
 
 use std::cell::RefCell;
@@ -31,18 +33,22 @@ pub enum Scenario {
     Chatty,
     Churn,
     WorstCase,
+    Storm,
+    Slowloris,
     /// Not in `ALL`: runs only when named.
     Count,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Floor,
         Scenario::Idle,
         Scenario::Fanout,
         Scenario::Chatty,
         Scenario::Churn,
         Scenario::WorstCase,
+        Scenario::Storm,
+        Scenario::Slowloris,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +59,8 @@ impl Scenario {
             Scenario::Chatty => "chatty",
             Scenario::Churn => "churn",
             Scenario::WorstCase => "worst-case",
+            Scenario::Storm => "storm",
+            Scenario::Slowloris => "slowloris",
             Scenario::Count => "count",
         }
     }
@@ -154,6 +162,8 @@ pub fn run(
             Scenario::Chatty => chatty::run(&lab).await,
             Scenario::Churn => churn::run(&lab).await,
             Scenario::WorstCase => worst::run(&lab).await,
+            Scenario::Storm => storm::run(&lab).await,
+            Scenario::Slowloris => slowloris::run(&lab).await,
             Scenario::Count => count::run(&lab).await,
         }
     }));
