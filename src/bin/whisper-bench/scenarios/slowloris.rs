@@ -46,12 +46,16 @@ async fn trickler(to: std::net::SocketAddr, n: u32, stop: Rc<Cell<bool>>, reopen
             sent += 1;
             // A second, unless the relay answers or closes first.
             let mut scratch = [0u8; 256];
-            let closed = async { !matches!(s.read(&mut scratch).await, Err(_)) }
-                .or(async {
-                    Timer::after(Duration::from_secs(1)).await;
-                    false
-                })
-                .await;
+            // Data (the 408), EOF or a reset: this connection is over.
+            let closed = async {
+                let _ = s.read(&mut scratch).await;
+                true
+            }
+            .or(async {
+                Timer::after(Duration::from_secs(1)).await;
+                false
+            })
+            .await;
             if closed {
                 break;
             }

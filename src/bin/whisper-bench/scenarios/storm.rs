@@ -105,7 +105,8 @@ struct Tally {
 }
 
 pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
-    let variants: [(&str, fn(u32) -> Ipv4Addr, bool); 3] = [
+    type Source = fn(u32) -> Ipv4Addr;
+    let variants: [(&str, Source, bool); 3] = [
         ("1 address: ", |_| loopback(0), false),
         ("50 addresses: ", |i| loopback(i % 50), false),
         ("trusted proxy: ", |_| loopback(0), true),
