@@ -20,6 +20,8 @@ pub const ROOM_USERS_CAP: usize = 256;
 pub const MESSAGE_SIZE_CAP: u32 = 1 << 20;
 /// Compiled capacity: most strikes counted in the one-minute window.
 pub const STRIKE_LIMIT_CAP: u32 = 64;
+/// Compiled capacity: largest per-connection queue bound and process queue budget.
+pub const QUEUE_CAP: u32 = 1 << 30;
 /// Compiled capacity: connections in their HTTP phase (each may hold an 8 KiB
 /// request head), and the per-IP share of them.
 pub const PENDING_CAP: u32 = 4096;
@@ -55,6 +57,13 @@ pub struct Config {
     pub heartbeat_interval_secs: u32,
     pub shutdown_timeout_secs: u32,
     pub block_strike_limit: u32,
+    /// A connection with more than this queued for it is a slow consumer.
+    pub slow_consumer_queue_bytes: u32,
+    /// A connection whose socket took nothing for this long while bytes
+    /// waited is a slow consumer.
+    pub slow_consumer_stall_secs: u32,
+    /// All queued outbound bytes of the process.
+    pub queue_budget_bytes: u32,
     pub trusted_proxies: Vec<IpAddr>,
     pub allowed_origins: Vec<String>,
     pub log_format: LogFormat,
@@ -248,6 +257,15 @@ impl Config {
             heartbeat_interval_secs: number(src, "HEARTBEAT_INTERVAL_SECS", 30, 1, 3600)?,
             shutdown_timeout_secs: number(src, "SHUTDOWN_TIMEOUT_SECS", 5, 1, 3600)?,
             block_strike_limit: number(src, "BLOCK_STRIKE_LIMIT", 20, 1, STRIKE_LIMIT_CAP)?,
+            slow_consumer_queue_bytes: number(
+                src,
+                "SLOW_CONSUMER_QUEUE_BYTES",
+                1 << 20,
+                16 * 1024,
+                QUEUE_CAP,
+            )?,
+            slow_consumer_stall_secs: number(src, "SLOW_CONSUMER_STALL_SECS", 10, 1, 3600)?,
+            queue_budget_bytes: number(src, "QUEUE_BUDGET_BYTES", 16 << 20, 64 * 1024, QUEUE_CAP)?,
             trusted_proxies,
             allowed_origins,
             log_format,
@@ -286,6 +304,14 @@ mod tests {
             (30, 5)
         );
         assert_eq!(c.block_strike_limit, 20);
+        assert_eq!(
+            (
+                c.slow_consumer_queue_bytes,
+                c.slow_consumer_stall_secs,
+                c.queue_budget_bytes
+            ),
+            (1 << 20, 10, 16 << 20)
+        );
         assert!(c.trusted_proxies.is_empty() && c.allowed_origins.is_empty());
         assert_eq!(c.log_format, LogFormat::Text);
     }
@@ -330,6 +356,12 @@ mod tests {
         assert_eq!(e.variable, "HTTP_PENDING_LIMIT_PER_IP");
         let e = load(&[("BLOCK_STRIKE_LIMIT", "65")], "").unwrap_err();
         assert_eq!(e.variable, "BLOCK_STRIKE_LIMIT");
+        let e = load(&[("SLOW_CONSUMER_QUEUE_BYTES", "1000")], "").unwrap_err();
+        assert!(e.to_string().contains("from 16384 to 1073741824"), "{e}");
+        let e = load(&[("QUEUE_BUDGET_BYTES", "2000000000")], "").unwrap_err();
+        assert_eq!(e.variable, "QUEUE_BUDGET_BYTES");
+        let e = load(&[("SLOW_CONSUMER_STALL_SECS", "0")], "").unwrap_err();
+        assert_eq!(e.variable, "SLOW_CONSUMER_STALL_SECS");
     }
 
     #[test]

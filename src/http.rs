@@ -175,9 +175,14 @@ pub struct Snapshot {
     pub active_connections: u32,
     pub active_rooms: usize,
     pub total_users: u32,
+    /// Open connections by dialect (`/metrics` only: `/health` keeps its shape).
+    pub connections_v2: u32,
+    pub connections_legacy: u32,
     pub max_connections: u32,
     pub max_rooms: u32,
     pub queued_bytes: usize,
+    /// Bytes of the shared budget for reading large frames in use.
+    pub read_buffer_bytes: usize,
     pub blocked_ips: usize,
     pub strikes_total: u64,
     pub ip_blocks_total: u64,
@@ -200,7 +205,7 @@ pub fn health_body(s: &Snapshot) -> String {
 \"max_connections\":{},\"max_rooms\":{},\"connections_total\":{},\"messages_relayed\":{},\"reactions_relayed\":{},\
 \"deliveries\":{},\"queued_bytes\":{},\"rate_limited\":{},\"protocol_errors\":{},\"oversize_messages\":{},\
 \"flood_closes\":{},\"slow_consumer_closes\":{},\"heartbeat_timeouts\":{},\"strikes\":{},\"ip_blocks\":{},\
-\"blocked_ips\":{},\"rejected_connections\":{}}}}}",
+\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{}}}}}",
         s.uptime_seconds,
         s.active_connections,
         s.active_rooms,
@@ -225,6 +230,7 @@ pub fn health_body(s: &Snapshot) -> String {
             + st.rejected_too_many_connections
             + st.rejected_server_full
             + st.rejected_origin,
+        s.read_buffer_bytes,
     );
     out
 }
@@ -280,6 +286,12 @@ pub fn metrics_body(s: &Snapshot) -> String {
         "gauge",
         "Outbound bytes waiting for slow sockets.",
         s.queued_bytes as u64,
+    );
+    metric(
+        "read_buffer_bytes",
+        "gauge",
+        "Bytes of the shared budget for reading large frames in use.",
+        s.read_buffer_bytes as u64,
     );
     metric(
         "blocked_ips",
@@ -371,6 +383,14 @@ whisper_rejected_connections_total{{reason=\"origin_not_allowed\"}} {}\n",
         st.rejected_too_many_connections,
         st.rejected_server_full,
         st.rejected_origin
+    );
+    let _ = write!(
+        out,
+        "# HELP whisper_connections Open WebSocket connections by dialect.\n\
+# TYPE whisper_connections gauge\n\
+whisper_connections{{dialect=\"v2\"}} {}\n\
+whisper_connections{{dialect=\"legacy\"}} {}\n",
+        s.connections_v2, s.connections_legacy
     );
     out
 }

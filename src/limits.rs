@@ -42,12 +42,22 @@ impl Budget {
         true
     }
 
-    /// Seconds until one token is available (at least 1).
-    pub fn retry_after_secs(&self, limit: u32, now: u64) -> u64 {
+    /// Microseconds until one token is available (0: one is).
+    fn wait_micros(&self, limit: u32, now: u64) -> u64 {
         let interval = MINUTE_US / u64::from(limit.max(1));
         let burst = interval * u64::from(limit.max(1));
-        let wait = (self.full_at + interval).saturating_sub(now + burst);
-        wait.div_ceil(1_000_000).max(1)
+        (self.full_at + interval).saturating_sub(now + burst)
+    }
+
+    /// Seconds until one token is available (at least 1).
+    pub fn retry_after_secs(&self, limit: u32, now: u64) -> u64 {
+        self.wait_micros(limit, now).div_ceil(1_000_000).max(1)
+    }
+
+    /// Milliseconds until one token is available (at least 1): the legacy
+    /// dialect's `resetTime`.
+    pub fn retry_after_millis(&self, limit: u32, now: u64) -> u64 {
+        self.wait_micros(limit, now).div_ceil(1_000).max(1)
     }
 }
 
@@ -308,6 +318,8 @@ mod tests {
         }
         assert!(!b.try_take(30, t0));
         assert_eq!(b.retry_after_secs(30, t0), 2);
+        assert_eq!(b.retry_after_millis(30, t0), 2000);
+        assert_eq!(b.retry_after_millis(30, t0 + 1_500_001), 500);
         // 60/30 = 2 s per token.
         assert!(!b.try_take(30, t0 + 2 * S - 1));
         assert!(b.try_take(30, t0 + 2 * S));

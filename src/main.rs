@@ -6,7 +6,9 @@ mod handshake;
 mod http;
 mod limits;
 mod logging;
+mod outbound;
 mod protocol;
+mod reading;
 mod rooms;
 mod server;
 mod session;
@@ -39,6 +41,9 @@ working directory for variables the environment leaves unset:
     MAX_ROOM_USERS                       members per room        [64]
     HEARTBEAT_INTERVAL_SECS              ping interval           [30]
     SHUTDOWN_TIMEOUT_SECS                graceful shutdown limit [5]
+    SLOW_CONSUMER_QUEUE_BYTES            queued bytes per client [1048576]
+    SLOW_CONSUMER_STALL_SECS             unsent and no progress  [10]
+    QUEUE_BUDGET_BYTES                   queued bytes in all     [16777216]
     BLOCK_STRIKE_LIMIT                   strikes/min to block IP [20]
     TRUSTED_PROXIES                      proxy IPs for X-Forwarded-For []
     ALLOWED_ORIGINS                      allowed Origin values   [any]

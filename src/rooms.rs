@@ -1,18 +1,15 @@
-//! Rooms, connections and their outbound queues: the relay's shared state.
+//! Rooms and connections: membership, the frames members send each other,
+//! and where the slow-consumer policy is applied.
 //!
-//! Everything lives in one [`Hub`] owned by the executor thread. A message is
-//! serialised and framed once and appended to its room's log as a shared
-//! `Rc<[u8]>`; each member keeps only a cursor into that log, so fan-out costs
-//! one pointer per room, not one copy or one queue slot per member. Replies
-//! meant for one connection (pong, errors, the member list) go into that
-//! connection's private byte buffer, which exists only while it holds bytes.
-//!
-//! A member that stops reading falls behind the log. When the log reaches its
-//! bound, the members still holding its oldest entry are the slow consumers:
-//! they are removed from the room at once and closed with 1013.
+//! Everything lives in one [`Hub`] owned by the executor thread. What is
+//! queued for a connection, and how it is written, is the business of
+//! [`crate::outbound`]; the hub decides what goes into which queue and, at
+//! the end of every operation that queued something ([`Hub::settle`]),
+//! removes the slow consumers that [`Policy`] names.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Write};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::{IpAddr, TcpStream};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -22,35 +19,23 @@ use smol::Async;
 use crate::clock;
 use crate::config::{Config, ROOM_USERS_CAP};
 use crate::limits::{IpTable, StrikeOutcome};
-use crate::protocol::{self, ErrorCode, FrameBuilder, JoinRequest};
-
-/// A room's log may hold this many bytes before members that are blocked on
-/// a full socket are treated as slow consumers.
-pub const ROOM_LOG_SOFT_BYTES: usize = 64 * 1024;
-/// Past this many bytes (or entries) the members holding the oldest entry are
-/// evicted whether or not their socket is full.
-pub const ROOM_LOG_HARD_BYTES: usize = 256 * 1024;
-pub const ROOM_LOG_MAX_ENTRIES: usize = 1024;
-/// All queued outbound bytes of the process (room logs and private buffers);
-/// past it, pushing to a room evicts that room's laggards.
-pub const QUEUE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
-/// A connection's private buffer may hold this much unsent data before the
-/// connection counts as a slow consumer (one more frame may always be added,
-/// so a member list of a full room fits).
-pub const PRIVATE_MAX_BYTES: usize = 16 * 1024;
-/// Vectored writes gather at most this many frames.
-const IOV_MAX: usize = 64;
+pub use crate::outbound::ConnId;
+#[cfg(test)]
+use crate::outbound::PACE_GRACE_US;
+use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
+use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, JoinRequest, Reaction, Reading};
+use crate::reading::ReadBudget;
 
 const NO_ROOM: u32 = u32::MAX;
-const NOBODY: u32 = u32::MAX;
 
-/// Identity of a connection: the index of its slot.
-pub type ConnId = u32;
+/// Close reason of a slow consumer.
+const SLOW: Close = Close::Now(1013, "try again later");
 
 /// The identity a connection joined with.
 struct Member {
     id: heapless::String<64>,
-    /// `{"id":..,"name":..,"avatar":..}`, embedded verbatim in frames.
+    /// The member in its room's dialect ([`JoinRequest::user_json`]),
+    /// embedded verbatim in frames.
     json: Box<str>,
 }
 
@@ -63,7 +48,7 @@ pub enum Close {
     /// Send what is already queued privately, then the close frame; the
     /// connection has already left its room.
     Now(u16, &'static str),
-    /// Drop the TCP connection without a close frame (dead peer).
+    /// Drop the TCP connection without a close frame (dead or reset peer).
     Drop,
 }
 
@@ -72,56 +57,24 @@ pub struct Conn {
     pub ip: IpAddr,
     member: Option<Box<Member>>,
     room: u32,
-    /// Sequence number of the next room log entry to send.
-    cursor: u64,
-    /// Bytes of the entry at `cursor` already written.
-    partial: usize,
-    /// Frames for this connection only, already framed.
-    private: Vec<u8>,
-    private_sent: usize,
+    out: Outbox,
     waker: Option<Waker>,
     /// When anything last arrived from the peer (µs, [`clock::now_micros`]).
     pub last_seen: u64,
     pub close: Close,
-    /// The close frame has been put into `private`.
-    close_queued: bool,
-    /// The last write found the socket full.
-    stalled: bool,
-}
-
-struct Entry {
-    frame: Rc<[u8]>,
-    /// With `only` unset: a member that does not receive this entry (the
-    /// sender of `userJoined`, `userTyping`), or `NOBODY`. With `only` set:
-    /// the one member that receives it (a reply queued behind room frames,
-    /// so that a connection's replies keep the order of its requests).
-    target: ConnId,
-    only: bool,
-    /// Members that still have to send it.
-    remaining: u32,
-}
-
-impl Entry {
-    /// Whether member `id` is to receive this entry.
-    fn is_for(&self, id: ConnId) -> bool {
-        (self.target == id) == self.only
-    }
+    /// Its frames are not being read (pacing); woken when that may change.
+    paused: bool,
+    /// The dialect its frames are read and answered in.
+    reading: Reading,
 }
 
 struct Room {
     name: heapless::String<64>,
+    /// Every member speaks it; rooms of the two dialects never mix.
+    dialect: Dialect,
     /// Members in join order.
     members: heapless::Vec<ConnId, ROOM_USERS_CAP>,
-    log: VecDeque<Entry>,
-    /// Sequence number of `log[0]`.
-    base: u64,
-    log_bytes: usize,
-}
-
-impl Room {
-    fn end(&self) -> u64 {
-        self.base + self.log.len() as u64
-    }
+    log: RoomLog,
 }
 
 /// Counters reported by `/health` and `/metrics`.
@@ -150,12 +103,23 @@ pub struct Hub {
     open_conns: u32,
     rooms: Vec<Option<Room>>,
     free_rooms: Vec<u32>,
-    room_index: HashMap<heapless::String<64>, u32>,
+    /// Rooms by dialect and name: the dialects are separate namespaces.
+    room_index: HashMap<(Dialect, heapless::String<64>), u32>,
     users_in_rooms: u32,
+    /// Open connections reading v2 and legacy frames (`Dialect as usize`).
+    conns_by_dialect: [u32; 2],
     pub ips: IpTable,
     pub stats: Stats,
+    /// Memory for reading large client frames, shared by every session.
+    pub read_budget: Rc<RefCell<ReadBudget>>,
     frames: FrameBuilder,
+    /// Bytes of every room log and unsent private buffer.
     queued_bytes: usize,
+    policy: Policy,
+    /// Rooms whose logs grew since the last [`Hub::settle`]; when it
+    /// overflows, every room is checked.
+    grown: heapless::Vec<u32, 4>,
+    grown_overflow: bool,
     max_connections: u32,
     max_rooms: u32,
     max_room_users: u32,
@@ -165,40 +129,6 @@ pub struct Hub {
     /// The connection whose task is running (it flushes itself; no wake needed).
     running: ConnId,
     pub shutting_down: bool,
-}
-
-/// Counts up to `*n` written bytes against the room entry at `conn.cursor`.
-/// When they complete it, the member moves past it: the value says whether
-/// the entry was the log's oldest (so the log may be trimmed).
-fn finish_entry(conn: &mut Conn, room: &mut Room, n: &mut usize) -> Option<bool> {
-    let entry = &mut room.log[(conn.cursor - room.base) as usize];
-    let rest = entry.frame.len() - conn.partial;
-    if *n < rest {
-        conn.partial += *n;
-        *n = 0;
-        return None;
-    }
-    *n -= rest;
-    let was_front = conn.cursor == room.base;
-    entry.remaining -= 1;
-    conn.cursor += 1;
-    conn.partial = 0;
-    Some(was_front)
-}
-
-/// Appends `n` in decimal without going through `fmt`.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 fn random_prefix() -> String {
@@ -226,14 +156,19 @@ impl Hub {
             free_rooms: Vec::new(),
             room_index: HashMap::new(),
             users_in_rooms: 0,
+            conns_by_dialect: [0; 2],
             ips: IpTable::new(
                 max_connections as usize + 1024,
                 cfg.connection_limit_per_ip,
                 cfg.block_strike_limit,
             ),
             stats: Stats::default(),
+            read_budget: Rc::new(RefCell::new(ReadBudget::new(cfg.max_message_size as usize))),
             frames: FrameBuilder::new(),
             queued_bytes: 0,
+            policy: Policy::new(cfg),
+            grown: heapless::Vec::new(),
+            grown_overflow: false,
             max_connections,
             max_rooms: cfg.max_rooms,
             max_room_users: cfg.max_room_users,
@@ -258,6 +193,11 @@ impl Hub {
         self.users_in_rooms
     }
 
+    /// Open connections currently reading `dialect`.
+    pub fn connections_in(&self, dialect: Dialect) -> u32 {
+        self.conns_by_dialect[dialect as usize]
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -268,22 +208,21 @@ impl Hub {
 
     // ------------------------------------------------------- connections
 
-    /// Registers an admitted connection (its IP already counted by `ips`).
+    /// Registers an admitted connection (its IP already counted by `ips`),
+    /// reading v2 frames until [`set_reading`](Self::set_reading) says otherwise.
     pub fn add_conn(&mut self, ip: IpAddr) -> ConnId {
         let conn = Conn {
             ip,
             member: None,
             room: NO_ROOM,
-            cursor: 0,
-            partial: 0,
-            private: Vec::new(),
-            private_sent: 0,
+            out: Outbox::default(),
             waker: None,
             last_seen: clock::now_micros(),
             close: Close::Open,
-            close_queued: false,
-            stalled: false,
+            paused: false,
+            reading: Reading::starting(Dialect::V2),
         };
+        self.conns_by_dialect[Dialect::V2 as usize] += 1;
         self.open_conns += 1;
         self.stats.connections_total += 1;
         match self.free_conns.pop() {
@@ -305,8 +244,9 @@ impl Hub {
         let Some(conn) = self.conns[id as usize].take() else {
             return;
         };
-        self.queued_bytes -= conn.private.len() - conn.private_sent;
+        self.queued_bytes -= conn.out.private_pending();
         self.ips.release(conn.ip);
+        self.conns_by_dialect[conn.reading.dialect as usize] -= 1;
         self.open_conns -= 1;
         self.free_conns.push(id);
     }
@@ -323,12 +263,37 @@ impl Hub {
             .expect("live connection id")
     }
 
+    fn log(&self, r: u32) -> Option<&RoomLog> {
+        (r != NO_ROOM).then(|| &self.rooms[r as usize].as_ref().expect("room").log)
+    }
+
+    /// Everything queued for `id`.
+    fn backlog(&self, id: ConnId) -> usize {
+        let conn = self.conn(id);
+        conn.out.backlog(self.log(conn.room))
+    }
+
     pub fn close_state(&self, id: ConnId) -> Close {
         self.conn(id).close
     }
 
     pub fn ip_of(&self, id: ConnId) -> IpAddr {
         self.conn(id).ip
+    }
+
+    /// How `id` reads its frames (its dialect and whether that is fixed).
+    pub fn reading(&self, id: ConnId) -> Reading {
+        self.conn(id).reading
+    }
+
+    /// Records how `id` reads its frames from now on: the path's dialect at
+    /// the upgrade, the fixed one after its first frame with a body.
+    pub fn set_reading(&mut self, id: ConnId, reading: Reading) {
+        let conn = self.conn_mut(id);
+        let before = conn.reading.dialect;
+        conn.reading = reading;
+        self.conns_by_dialect[before as usize] -= 1;
+        self.conns_by_dialect[reading.dialect as usize] += 1;
     }
 
     /// Marks the start of `id`'s poll and records its waker.
@@ -371,32 +336,161 @@ impl Hub {
         self.wake(id);
     }
 
+    // ---------------------------------------------------- slow consumers
+
+    /// Whether `id`'s frames should not be read for now, so that TCP flow
+    /// control slows the sender down: too much is queued for it, or a member
+    /// of its room that is still taking bytes is far behind (a room's
+    /// senders wait for its readers). A member whose socket has taken
+    /// nothing for a while ([`Policy::is_stuck`]) holds nobody back.
+    pub fn is_paced(&self, id: ConnId) -> bool {
+        self.paced_at(id, clock::now_micros)
+    }
+
+    /// [`Hub::is_paced`] with the clock given: it is read only when the
+    /// room's log is long.
+    fn paced_at(&self, id: ConnId, clock: impl FnOnce() -> u64) -> bool {
+        let conn = self.conn(id);
+        let log = self.log(conn.room);
+        if conn.out.backlog(log) > self.policy.pace_limit(self.queued_bytes) {
+            return true;
+        }
+        let Some(log) = log else { return false };
+        if log.bytes() <= self.policy.pace {
+            return false;
+        }
+        let now = clock();
+        let room = self.rooms[conn.room as usize].as_ref().expect("room");
+        room.members.iter().any(|&m| {
+            let out = &self.conn(m).out;
+            out.backlog(Some(log)) > self.policy.pace && !self.policy.is_stuck(out, now)
+        })
+    }
+
+    pub fn is_paused(&self, id: ConnId) -> bool {
+        self.conn(id).paused
+    }
+
+    /// Records whether `id`'s session stopped reading for pacing.
+    pub fn set_paused(&mut self, id: ConnId, paused: bool) {
+        self.conn_mut(id).paused = paused;
+    }
+
+    /// Wakes the paused members of room `r`: what held them back went down.
+    fn wake_paused(&self, r: u32) {
+        if let Some(room) = self.rooms[r as usize].as_ref() {
+            for &m in &room.members {
+                if self.conn(m).paused {
+                    self.wake(m);
+                }
+            }
+        }
+    }
+
+    /// Closes `id` as a slow consumer: it leaves its room at once (the room
+    /// sees `userLeft`), gets what is queued privately, then 1013.
+    fn evict(&mut self, id: ConnId) {
+        if self.conn(id).close == Close::Open {
+            self.stats.slow_consumer_closes += 1;
+            self.begin_close(id, SLOW);
+        }
+    }
+
+    /// Applies the slow-consumer policy after frames were queued: members
+    /// of the rooms that grew whose backlog passed the per-connection bound
+    /// go, then, while the process budget is exceeded, the connection with
+    /// the largest backlog, in whichever room.
+    fn settle(&mut self) {
+        let rooms: heapless::Vec<u32, 4> = std::mem::take(&mut self.grown);
+        if std::mem::take(&mut self.grown_overflow) {
+            for r in 0..self.rooms.len() as u32 {
+                self.evict_over_bound(r);
+            }
+        } else {
+            for r in rooms {
+                self.evict_over_bound(r);
+            }
+        }
+        // Rule (c). Evicting the member furthest behind frees the oldest
+        // entries of its room's log; what it had not been sent privately is
+        // dropped too (the frame being written is finished), so the budget
+        // is a bound. A few per call keep one operation's cost bounded.
+        for _ in 0..8 {
+            if !self.policy.over_budget(self.queued_bytes, 0) {
+                break;
+            }
+            let victim = (0..self.conns.len() as ConnId)
+                .filter(|&i| {
+                    self.conns[i as usize]
+                        .as_ref()
+                        .is_some_and(|c| matches!(c.close, Close::Open | Close::Now(..)))
+                })
+                .max_by_key(|&i| self.backlog(i));
+            let Some(v) = victim.filter(|&v| self.backlog(v) > 0) else {
+                break;
+            };
+            self.evict(v);
+            self.queued_bytes -= self.conn_mut(v).out.discard_unsent();
+        }
+    }
+
+    /// Rule (a) for room `r`: members more than the bound behind.
+    fn evict_over_bound(&mut self, r: u32) {
+        let Some(room) = self.rooms.get(r as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        if !self.policy.over_queue(room.log.bytes()) {
+            return;
+        }
+        let victims: heapless::Vec<ConnId, ROOM_USERS_CAP> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| self.policy.over_queue(self.backlog(m)))
+            .collect();
+        for v in victims {
+            self.evict(v);
+        }
+    }
+
+    /// Rule (b): closes every connection whose socket has taken no byte for
+    /// the stall time while it had bytes to send.
+    /// Paused connections are woken too: a laggard that stopped taking
+    /// bytes no longer holds its room back once it counts as stuck.
+    pub fn evict_stalled(&mut self, now: u64) {
+        for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(|c| c.paused) {
+                self.wake(i as ConnId);
+            }
+            let stalled = self.conns[i]
+                .as_ref()
+                .is_some_and(|c| c.close == Close::Open && self.policy.is_stalled(&c.out, now));
+            if stalled {
+                self.evict(i as ConnId);
+            }
+        }
+    }
+
     // ---------------------------------------------------- private replies
 
-    /// Appends a frame built by `build` to `id`'s private buffer. A
-    /// connection whose private buffer is already over its bound is closed as
-    /// a slow consumer instead.
+    /// Appends a frame built by `build` to `id`'s private queue: its private
+    /// buffer, or, while room frames are still queued for it, the room log
+    /// (so that replies keep the order of requests). A connection already
+    /// over the per-connection bound is closed as a slow consumer instead.
     fn push_private(&mut self, id: ConnId, build: impl FnOnce(&mut Vec<u8>, &mut FrameBuilder)) {
         let conn = self.conn(id);
-        if conn.close_queued || conn.close == Close::Drop {
+        if conn.out.close_queued || conn.close == Close::Drop {
             return;
         }
-        let pending = conn.private.len() - conn.private_sent;
-        if pending > PRIVATE_MAX_BYTES || (pending > 0 && self.queued_bytes > QUEUE_BUDGET_BYTES) {
-            self.stats.slow_consumer_closes += 1;
-            self.begin_close(id, Close::Now(1013, "try again later"));
+        if self.policy.over_queue(self.backlog(id)) {
+            self.evict(id);
             return;
         }
-        // Room frames still queued for this connection were caused before
-        // this reply: queue the reply behind them, in the room's log, so the
-        // connection sees answers in the order of its requests.
         let r = conn.room;
-        let behind =
-            r != NO_ROOM && conn.cursor < self.rooms[r as usize].as_ref().expect("room").end();
-        if behind {
+        if self.log(r).is_some_and(|log| conn.out.behind(log)) {
             let mut bytes = Vec::new();
             build(&mut bytes, &mut self.frames);
-            self.push_room_only(r, Rc::from(bytes), id);
+            self.push_entry(r, Rc::from(bytes), id, true);
             return;
         }
         let Hub {
@@ -405,22 +499,38 @@ impl Hub {
             queued_bytes,
             ..
         } = self;
-        let conn = conns[id as usize].as_mut().expect("live connection id");
-        let before = conn.private.len();
-        build(&mut conn.private, frames);
-        *queued_bytes += conn.private.len() - before;
+        let private = conns[id as usize]
+            .as_mut()
+            .expect("live connection id")
+            .out
+            .private_mut();
+        let before = private.len();
+        build(private, frames);
+        *queued_bytes += private.len() - before;
         self.wake(id);
     }
 
+    /// An error with its standard text, in `id`'s dialect.
     pub fn send_error(&mut self, id: ConnId, code: ErrorCode) {
-        self.send_error_text(id, code.as_str(), code.message());
+        let message = code.message_in(self.conn(id).reading.dialect);
+        self.send_error_text(id, code, message, None);
     }
 
-    pub fn send_error_text(&mut self, id: ConnId, code: &str, message: &str) {
+    /// An error in `id`'s dialect; `reset_ms` is the legacy `resetTime`
+    /// (v2 errors carry no such field).
+    pub fn send_error_text(
+        &mut self,
+        id: ConnId,
+        code: ErrorCode,
+        message: &str,
+        reset_ms: Option<u64>,
+    ) {
+        let dialect = self.conn(id).reading.dialect;
         self.push_private(id, |out, frames| {
-            protocol::write_error_json(frames.begin(), code, message);
+            protocol::write_error(frames.begin(), dialect, code, message, reset_ms);
             frames.finish_into(out);
         });
+        self.settle();
     }
 
     pub fn send_pong(&mut self, id: ConnId) {
@@ -428,19 +538,30 @@ impl Hub {
             frames.begin().extend_from_slice(br#"{"type":"pong"}"#);
             frames.finish_into(out);
         });
+        self.settle();
     }
 
     /// Queues a raw control frame (a WebSocket pong or ping).
     pub fn send_control(&mut self, id: ConnId, frame: &[u8]) {
         self.push_private(id, |out, _| out.extend_from_slice(frame));
+        self.settle();
     }
 
     // --------------------------------------------------------------- rooms
 
-    /// `join`: leaves the current room (if any) and joins `req.room`.
+    /// `join`: leaves the current room (if any) and joins `req.room` in the
+    /// connection's dialect's namespace.
     pub fn join(&mut self, id: ConnId, req: JoinRequest) -> Result<(), ErrorCode> {
-        let key: heapless::String<64> =
+        let result = self.join_room(id, req);
+        self.settle();
+        result
+    }
+
+    fn join_room(&mut self, id: ConnId, req: JoinRequest) -> Result<(), ErrorCode> {
+        let dialect = self.conn(id).reading.dialect;
+        let name: heapless::String<64> =
             heapless::String::try_from(req.room.as_str()).map_err(|_| ErrorCode::InvalidRoomId)?;
+        let key = (dialect, name);
         let current = self.conn(id).room;
         let target = self.room_index.get(&key).copied();
         if let Some(r) = target {
@@ -470,6 +591,8 @@ impl Hub {
                 return Err(ErrorCode::TooManyRooms);
             }
         }
+        let user_id = heapless::String::try_from(req.user_id.as_str())
+            .map_err(|_| ErrorCode::InvalidUserId)?;
 
         self.leave_room(id, true);
 
@@ -477,58 +600,44 @@ impl Hub {
             Some(&r) => r,
             None => self.create_room(key),
         };
-        let user_id = heapless::String::try_from(req.user_id.as_str())
-            .map_err(|_| ErrorCode::InvalidUserId)?;
         let json: Box<str> = req.user_json.into_boxed_str();
 
-        // Tell the others first; the joiner's cursor starts after that entry.
-        let frame = {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userJoined","user":"#);
-            out.extend_from_slice(json.as_bytes());
-            out.push(b'}');
-            self.frames.finish_shared()
-        };
-        self.push_room(r, frame, NOBODY);
+        // Tell the others first; the joiner's position starts after that entry.
+        protocol::write_user_joined(self.frames.begin(), dialect, &json);
+        let frame = self.frames.finish_shared();
+        self.push_entry(r, frame, NOBODY, false);
 
-        let room = self.rooms[r as usize].as_mut().expect("room");
+        let Hub { rooms, conns, .. } = self;
+        let room = rooms[r as usize].as_mut().expect("room");
         let _ = room.members.push(id);
-        let end = room.end();
+        let conn = conns[id as usize].as_mut().expect("live connection id");
+        conn.room = r;
+        conn.out.enter(&room.log);
+        conn.member = Some(Box::new(Member { id: user_id, json }));
         self.users_in_rooms += 1;
-        {
-            let conn = self.conn_mut(id);
-            conn.room = r;
-            conn.cursor = end;
-            conn.partial = 0;
-            conn.member = Some(Box::new(Member { id: user_id, json }));
-        }
 
-        // The member list, including the joiner, in join order.
+        // The member list in join order, with the joiner where the dialect
+        // lists it.
         let conns = &self.conns;
         let room = self.rooms[r as usize].as_ref().expect("room");
-        let out = self.frames.begin();
-        out.extend_from_slice(br#"{"type":"userList","users":["#);
-        for (i, &m) in room.members.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Some(mem) = conns[m as usize].as_ref().and_then(|c| c.member.as_ref()) {
-                out.extend_from_slice(mem.json.as_bytes());
-            }
-        }
-        out.extend_from_slice(b"]}");
+        let members = room
+            .members
+            .iter()
+            .filter(|&&m| m != id || dialect.lists_joiner())
+            .filter_map(|&m| conns[m as usize].as_ref()?.member.as_ref())
+            .map(|mem| &*mem.json);
+        protocol::write_user_list(self.frames.begin(), dialect, members);
         self.push_private(id, |out, frames| frames.finish_into(out));
         self.frames.shrink();
         Ok(())
     }
 
-    fn create_room(&mut self, name: heapless::String<64>) -> u32 {
+    fn create_room(&mut self, key: (Dialect, heapless::String<64>)) -> u32 {
         let room = Room {
-            name: name.clone(),
+            name: key.1.clone(),
+            dialect: key.0,
             members: heapless::Vec::new(),
-            log: VecDeque::new(),
-            base: 0,
-            log_bytes: 0,
+            log: RoomLog::default(),
         };
         let r = match self.free_rooms.pop() {
             Some(r) => {
@@ -540,7 +649,7 @@ impl Hub {
                 (self.rooms.len() - 1) as u32
             }
         };
-        self.room_index.insert(name, r);
+        self.room_index.insert(key, r);
         r
     }
 
@@ -550,12 +659,12 @@ impl Hub {
             return Err(ErrorCode::NotInRoom);
         }
         self.leave_room(id, true);
+        self.settle();
         Ok(())
     }
 
-    /// Takes `id` out of its room. Entries it had not sent are released; a
-    /// frame it had half written is finished from its private buffer so the
-    /// byte stream stays well formed. With `announce`, the others get `userLeft`.
+    /// Takes `id` out of its room (see [`Outbox::leave`] for what happens to
+    /// its queue). With `announce`, the others get `userLeft`.
     fn leave_room(&mut self, id: ConnId, announce: bool) {
         let Some(conn) = self.conns[id as usize].as_mut() else {
             return;
@@ -567,106 +676,37 @@ impl Hub {
         conn.room = NO_ROOM;
         let member = conn.member.take();
         let room = self.rooms[r as usize].as_mut().expect("room of a member");
-        if conn.partial > 0 {
-            let entry = &room.log[(conn.cursor - room.base) as usize];
-            let rest = &entry.frame[conn.partial..];
-            // The invariant of `poll_flush`: with a half-written room frame,
-            // nothing of the private buffer has been written yet.
-            debug_assert_eq!(conn.private_sent, 0);
-            conn.private.splice(0..0, rest.iter().copied());
-            self.queued_bytes += rest.len();
-            conn.partial = 0;
-        }
-        // Entries before `base` were trimmed: they were never this member's to send.
-        for seq in conn.cursor.max(room.base)..room.end() {
-            let entry = &mut room.log[(seq - room.base) as usize];
-            if entry.is_for(id) {
-                entry.remaining -= 1;
-                if entry.only {
-                    // A reply to this connection: it still goes out.
-                    conn.private.extend_from_slice(&entry.frame);
-                    self.queued_bytes += entry.frame.len();
-                }
-            }
-        }
+        self.queued_bytes += conn.out.leave(&mut room.log, id);
         if let Some(pos) = room.members.iter().position(|&m| m == id) {
             room.members.remove(pos);
         }
         self.users_in_rooms -= 1;
-        self.trim(r);
-        let room = self.rooms[r as usize].as_mut().expect("room");
+        let before = room.log.bytes();
+        self.queued_bytes -= room.log.trim();
+        let eased = before > self.policy.pace && room.log.bytes() <= self.policy.pace;
         if room.members.is_empty() {
             let room = self.rooms[r as usize].take().expect("room");
-            self.queued_bytes -= room.log_bytes;
-            self.room_index.remove(&room.name);
+            self.queued_bytes -= room.log.bytes();
+            self.room_index.remove(&(room.dialect, room.name));
             self.free_rooms.push(r);
             return;
         }
         if announce && let Some(member) = member {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userLeft","userId":""#);
-            out.extend_from_slice(member.id.as_bytes());
-            out.extend_from_slice(br#""}"#);
+            protocol::write_user_left(self.frames.begin(), room.dialect, &member.id);
             let frame = self.frames.finish_shared();
-            self.push_room(r, frame, NOBODY);
+            self.push_entry(r, frame, NOBODY, false);
+        }
+        if eased {
+            self.wake_paused(r);
         }
     }
 
-    /// Drops log entries every member has sent.
-    fn trim(&mut self, r: u32) {
-        let room = self.rooms[r as usize].as_mut().expect("room");
-        while room.log.front().is_some_and(|e| e.remaining == 0) {
-            let e = room.log.pop_front().expect("front");
-            room.base += 1;
-            room.log_bytes -= e.frame.len();
-            self.queued_bytes -= e.frame.len();
-        }
-        if room.log.is_empty() && room.log.capacity() > 64 {
-            room.log = VecDeque::new();
-        }
-    }
-
-    /// Appends a frame to room `r`'s log for every member but `skip` and
-    /// wakes them. Makes room first by evicting slow consumers.
-    fn push_room(&mut self, r: u32, frame: Rc<[u8]>, skip: ConnId) {
-        self.push_entry(r, frame, skip, false);
-    }
-
-    /// Appends a frame to room `r`'s log for `target` only (see `Entry`).
-    fn push_room_only(&mut self, r: u32, frame: Rc<[u8]>, target: ConnId) {
-        self.push_entry(r, frame, target, true);
-    }
-
+    /// Appends a frame to room `r`'s log, for every member but `target`
+    /// (or, with `only`, for `target` alone) and wakes them. The policy is
+    /// applied later, by [`Hub::settle`]: evicting here could empty the room
+    /// under the caller's feet.
     fn push_entry(&mut self, r: u32, frame: Rc<[u8]>, target: ConnId, only: bool) {
         let len = frame.len();
-        let mut evicted: heapless::Vec<heapless::String<64>, 8> = heapless::Vec::new();
-        loop {
-            let room = self.rooms[r as usize].as_ref().expect("room");
-            let hard = room.log.len() >= ROOM_LOG_MAX_ENTRIES
-                || room.log_bytes + len > ROOM_LOG_HARD_BYTES
-                || self.queued_bytes + len > QUEUE_BUDGET_BYTES;
-            let soft = room.log_bytes + len > ROOM_LOG_SOFT_BYTES;
-            if room.log.is_empty() || !(hard || soft) || evicted.is_full() {
-                break;
-            }
-            let base = room.base;
-            let front = room.log.front();
-            let victim = room.members.iter().copied().find(|&m| {
-                let c = self.conn(m);
-                c.cursor <= base && front.is_some_and(|e| e.is_for(m)) && (hard || c.stalled)
-            });
-            let Some(victim) = victim else { break };
-            let name = self.conn(victim).member.as_ref().map(|m| m.id.clone());
-            self.stats.slow_consumer_closes += 1;
-            self.leave_room(victim, false);
-            self.begin_close(victim, Close::Now(1013, "try again later"));
-            if let Some(name) = name {
-                let _ = evicted.push(name);
-            }
-            if self.rooms[r as usize].is_none() {
-                return;
-            }
-        }
         let room = self.rooms[r as usize].as_mut().expect("room");
         let target_is_member = target != NOBODY && room.members.contains(&target);
         let remaining = if only {
@@ -674,41 +714,28 @@ impl Hub {
         } else {
             room.members.len() as u32 - u32::from(target_is_member)
         };
-        if remaining > 0 {
-            room.log_bytes += len;
-            self.queued_bytes += len;
-            let entry = Entry {
-                frame,
-                target,
-                only,
-                remaining,
-            };
-            room.log.push_back(entry);
-            for i in 0..room.members.len() {
-                let m = self.rooms[r as usize].as_ref().expect("room").members[i];
-                if (m == target) == only {
-                    self.wake(m);
-                }
-            }
+        if remaining == 0 {
+            return;
         }
-        for user in evicted {
-            let out = self.frames.begin();
-            out.extend_from_slice(br#"{"type":"userLeft","userId":""#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#""}"#);
-            let frame = self.frames.finish_shared();
-            if self.rooms[r as usize].is_some() {
-                self.push_room(r, frame, NOBODY);
+        room.log.push(frame, target, only, remaining);
+        self.queued_bytes += len;
+        if !self.grown.contains(&r) && self.grown.push(r).is_err() {
+            self.grown_overflow = true;
+        }
+        let room = self.rooms[r as usize].as_ref().expect("room");
+        for &m in &room.members {
+            if (m == target) == only {
+                self.wake(m);
             }
         }
     }
 
     /// Builds a room frame from the sender's identity: `build` gets the
-    /// buffer, the member's user JSON and the message-id prefix.
+    /// buffer, the room's dialect, the member and the message-id prefix.
     fn member_frame(
         &mut self,
         id: ConnId,
-        build: impl FnOnce(&mut Vec<u8>, &str, &str),
+        build: impl FnOnce(&mut Vec<u8>, Dialect, &Member, &str),
     ) -> Result<(u32, Rc<[u8]>), ErrorCode> {
         let Hub {
             conns,
@@ -721,7 +748,7 @@ impl Hub {
             (Some(m), r) if r != NO_ROOM => m,
             _ => return Err(ErrorCode::NotInRoom),
         };
-        build(frames.begin(), &member.json, id_prefix);
+        build(frames.begin(), conn.reading.dialect, member, id_prefix);
         let frame = frames.finish_shared();
         frames.shrink();
         Ok((conn.room, frame))
@@ -731,58 +758,68 @@ impl Hub {
         self.conn(id).room != NO_ROOM
     }
 
-    /// `message`: relays already-validated ciphertext to every member.
+    /// Who gets a relayed message or reaction: everyone in v2, the others in
+    /// legacy rooms (as `push_from`'s `skip`).
+    fn relay_skip(&self, id: ConnId) -> ConnId {
+        if self.conn(id).reading.dialect.echoes_to_sender() {
+            NOBODY
+        } else {
+            id
+        }
+    }
+
+    /// Pushes a frame from member `id` to room `r`, skipping `skip` (`id`
+    /// itself or `NOBODY`). A sender moves past frames that skip it at once:
+    /// otherwise its position would rest there until it had something else
+    /// to write, and it would not count as drained (a shutdown's close frame
+    /// waits for that).
+    fn push_from(&mut self, id: ConnId, r: u32, frame: Rc<[u8]>, skip: ConnId) {
+        self.push_entry(r, frame, skip, false);
+        let Hub { conns, rooms, .. } = self;
+        let conn = conns[id as usize].as_mut().expect("live connection id");
+        if skip == id && conn.room == r {
+            let log = &rooms[r as usize].as_ref().expect("room").log;
+            conn.out.skip_foreign(log, id);
+        }
+    }
+
+    /// `message`: relays already-validated ciphertext to the room.
     pub fn relay_message(&mut self, id: ConnId, content: &str) -> Result<(), ErrorCode> {
         let seq = self.next_message + 1;
-        let (r, frame) = self.member_frame(id, |out, user, prefix| {
-            out.extend_from_slice(br#"{"type":"message","id":""#);
-            out.extend_from_slice(prefix.as_bytes());
-            out.push(b'-');
-            push_decimal(out, seq);
-            out.extend_from_slice(br#"","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#","content":""#);
-            out.extend_from_slice(content.as_bytes());
-            out.extend_from_slice(br#"","timestamp":""#);
-            let mut ts = String::with_capacity(24);
-            clock::write_rfc3339(&mut ts, clock::unix_millis(), true);
-            out.extend_from_slice(ts.as_bytes());
-            out.extend_from_slice(br#""}"#);
+        let (r, frame) = self.member_frame(id, |out, dialect, member, prefix| match dialect {
+            Dialect::V2 => {
+                let now = clock::unix_millis();
+                protocol::write_message(out, &member.json, prefix, seq, content, now);
+            }
+            Dialect::Legacy => protocol::write_legacy_message(out, content),
         })?;
         self.next_message = seq;
         self.stats.messages_relayed += 1;
-        self.push_room(r, frame, NOBODY);
+        let skip = self.relay_skip(id);
+        self.push_from(id, r, frame, skip);
+        self.settle();
         Ok(())
     }
 
     /// `typing`: tells the other members.
     pub fn typing(&mut self, id: ConnId, is_typing: bool) -> Result<(), ErrorCode> {
-        let (r, frame) = self.member_frame(id, |out, user, _| {
-            out.extend_from_slice(br#"{"type":"userTyping","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(if is_typing {
-                br#","isTyping":true}"#.as_slice()
-            } else {
-                br#","isTyping":false}"#.as_slice()
-            });
+        let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
+            protocol::write_typing(out, dialect, &member.json, is_typing);
         })?;
-        self.push_room(r, frame, id);
+        self.push_from(id, r, frame, id);
+        self.settle();
         Ok(())
     }
 
-    /// `reaction`: relayed to every member, the sender included.
-    pub fn reaction(&mut self, id: ConnId, message_id: &str, emoji: &str) -> Result<(), ErrorCode> {
-        let (r, frame) = self.member_frame(id, |out, user, _| {
-            out.extend_from_slice(br#"{"type":"reaction","messageId":""#);
-            out.extend_from_slice(message_id.as_bytes());
-            out.extend_from_slice(br#"","user":"#);
-            out.extend_from_slice(user.as_bytes());
-            out.extend_from_slice(br#","emoji":"#);
-            protocol::push_json_string(out, emoji);
-            out.push(b'}');
+    /// `reaction`: relayed to the room like a message.
+    pub fn reaction(&mut self, id: ConnId, reaction: &Reaction<'_>) -> Result<(), ErrorCode> {
+        let (r, frame) = self.member_frame(id, |out, dialect, member, _| {
+            protocol::write_reaction(out, dialect, &member.json, &member.id, reaction);
         })?;
         self.stats.reactions_relayed += 1;
-        self.push_room(r, frame, NOBODY);
+        let skip = self.relay_skip(id);
+        self.push_from(id, r, frame, skip);
+        self.settle();
         Ok(())
     }
 
@@ -821,9 +858,10 @@ impl Hub {
                 self.stats.heartbeat_timeouts += 1;
                 self.begin_close(id, Close::Drop);
             } else if ping {
-                self.send_control(id, &protocol::PING_FRAME);
+                self.push_private(id, |out, _| out.extend_from_slice(&protocol::PING_FRAME));
             }
         }
+        self.settle();
         self.ips.sweep(now);
     }
 
@@ -837,29 +875,25 @@ impl Hub {
         }
     }
 
+    /// During shutdown: whether every connection is gone. Sessions end once
+    /// their close frame is out and the client answered (or went quiet for
+    /// the grace time), so this is the moment the process may exit without
+    /// resetting anyone.
+    pub fn all_closed(&self) -> bool {
+        self.open_conns == 0
+    }
+
     // -------------------------------------------------------------- output
 
     /// Whether `id` has nothing left to write.
     fn is_drained(&self, id: ConnId) -> bool {
         let conn = self.conn(id);
-        let room_done = conn.room == NO_ROOM
-            || conn.cursor >= self.rooms[conn.room as usize].as_ref().expect("room").end();
-        room_done && conn.private_sent == conn.private.len()
+        conn.out.is_drained(self.log(conn.room))
     }
 
     /// Whether the close frame has been queued and everything written.
     pub fn close_sent(&self, id: ConnId) -> bool {
-        self.conn(id).close_queued && self.is_drained(id)
-    }
-
-    /// During shutdown: whether every connection has been sent everything,
-    /// its close frame included (or is being dropped). Waiting for the
-    /// clients' answers would only delay the exit.
-    pub fn all_closes_sent(&self) -> bool {
-        self.conns.iter().enumerate().all(|(i, c)| match c {
-            None => true,
-            Some(c) => c.close == Close::Drop || self.close_sent(i as ConnId),
-        })
+        self.conn(id).out.close_queued && self.is_drained(id)
     }
 
     /// Puts the close frame in the private buffer once what must precede it
@@ -870,49 +904,16 @@ impl Hub {
             Close::Drain(code, reason) | Close::Now(code, reason) => (code, reason),
             Close::Open | Close::Drop => return,
         };
-        if conn.close_queued || !self.is_drained(id) {
+        if conn.out.close_queued || !self.is_drained(id) {
             return;
         }
         // Nothing more may follow the close frame: leave the room silently.
         self.leave_room(id, false);
         let frame = protocol::close_frame(code, reason);
         self.queued_bytes += frame.len();
-        let conn = self.conn_mut(id);
-        conn.private.extend_from_slice(&frame);
-        conn.close_queued = true;
-    }
-
-    /// What `id` has to write next, in order: the rest of a half-written room
-    /// frame, the private buffer, then the room frames it is behind on.
-    /// Fills `iov` in place: a heapless vector of slices is a kilobyte, too
-    /// big to return by value on every write.
-    fn pending_slices<'a>(&'a self, id: ConnId, iov: &mut heapless::Vec<IoSlice<'a>, IOV_MAX>) {
-        let conn = self.conn(id);
-        iov.clear();
-        let room =
-            (conn.room != NO_ROOM).then(|| self.rooms[conn.room as usize].as_ref().expect("room"));
-        // A cursor may lag behind `base` only over trimmed entries that
-        // skipped this member.
-        let mut seq = room.map_or(conn.cursor, |r| conn.cursor.max(r.base));
-        if let Some(room) = room
-            && conn.partial > 0
-        {
-            let e = &room.log[(seq - room.base) as usize];
-            let _ = iov.push(IoSlice::new(&e.frame[conn.partial..]));
-            seq += 1;
-        }
-        if conn.private_sent < conn.private.len() {
-            let _ = iov.push(IoSlice::new(&conn.private[conn.private_sent..]));
-        }
-        if let Some(room) = room {
-            while seq < room.end() && !iov.is_full() {
-                let e = &room.log[(seq - room.base) as usize];
-                if e.is_for(id) {
-                    let _ = iov.push(IoSlice::new(&e.frame));
-                }
-                seq += 1;
-            }
-        }
+        let out = &mut self.conn_mut(id).out;
+        out.private_mut().extend_from_slice(&frame);
+        out.close_queued = true;
     }
 
     /// Writes as much of `id`'s pending output as the socket takes, gathering
@@ -926,26 +927,43 @@ impl Hub {
         loop {
             self.queue_close_if_due(id);
             let result = {
-                let mut iov = heapless::Vec::new();
-                self.pending_slices(id, &mut iov);
+                let conn = self.conn(id);
+                let mut iov = Iov::new();
+                conn.out.gather(self.log(conn.room), id, &mut iov);
                 if iov.is_empty() {
-                    return Poll::Ready(Ok(()));
+                    None
+                } else {
+                    let mut stream: &TcpStream = sock.get_ref();
+                    Some(stream.write_vectored(&iov))
                 }
-                let mut stream: &TcpStream = sock.get_ref();
-                stream.write_vectored(&iov)
+            };
+            let Some(result) = result else {
+                let Hub { conns, rooms, .. } = self;
+                let conn = conns[id as usize].as_mut().expect("live connection id");
+                conn.out.note_write(false, false, 0);
+                if conn.room != NO_ROOM {
+                    let log = &rooms[conn.room as usize].as_ref().expect("room").log;
+                    conn.out.skip_foreign(log, id);
+                }
+                // Drained: a close may be due now.
+                if self.conn(id).close != Close::Open && !self.conn(id).out.close_queued {
+                    self.queue_close_if_due(id);
+                    if self.conn(id).out.close_queued {
+                        continue;
+                    }
+                }
+                return Poll::Ready(Ok(()));
             };
             match result {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    self.conn_mut(id).stalled = false;
-                    self.consume(id, n);
-                }
+                Ok(n) => self.consume(id, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => match sock.poll_writable(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
-                        self.conn_mut(id).stalled = true;
+                        let now = clock::now_micros();
+                        self.conn_mut(id).out.note_write(false, true, now);
                         return Poll::Pending;
                     }
                 },
@@ -954,62 +972,24 @@ impl Hub {
         }
     }
 
-    /// Advances `id`'s queues by `n` written bytes, in the order `poll_flush`
-    /// gathered them.
-    fn consume(&mut self, id: ConnId, mut n: usize) {
-        let conn = self.conns[id as usize]
-            .as_mut()
-            .expect("live connection id");
+    /// Advances `id`'s queues by `n` written bytes.
+    fn consume(&mut self, id: ConnId, n: usize) {
+        let Hub { conns, rooms, .. } = self;
+        let conn = conns[id as usize].as_mut().expect("live connection id");
         let r = conn.room;
-        let mut room = if r == NO_ROOM {
-            None
-        } else {
-            self.rooms[r as usize].as_mut()
-        };
-        let mut passed_front = false;
-        let mut delivered = 0u64;
-        if let Some(room) = room.as_deref() {
-            conn.cursor = conn.cursor.max(room.base);
-        }
-        // 1. The rest of a half-written room frame.
-        if let Some(room) = room.as_deref_mut()
-            && conn.partial > 0
+        let mut log = (r != NO_ROOM).then(|| &mut rooms[r as usize].as_mut().expect("room").log);
+        let done = conn.out.consume(log.as_deref_mut(), id, n);
+        conn.out.note_write(true, false, 0);
+        self.queued_bytes -= done.private_bytes;
+        self.stats.deliveries += done.delivered;
+        if done.passed_front
+            && let Some(log) = log
         {
-            if let Some(was_front) = finish_entry(conn, room, &mut n) {
-                passed_front |= was_front;
-                delivered += 1;
+            let before = log.bytes();
+            self.queued_bytes -= log.trim();
+            if before > self.policy.pace && log.bytes() <= self.policy.pace {
+                self.wake_paused(r);
             }
-        }
-        // 2. The private buffer.
-        let pending = conn.private.len() - conn.private_sent;
-        let take = n.min(pending);
-        conn.private_sent += take;
-        n -= take;
-        self.queued_bytes -= take;
-        if conn.private_sent == conn.private.len() && !conn.private.is_empty() {
-            conn.private = Vec::new();
-            conn.private_sent = 0;
-        }
-        // 3. Room frames, skipping entries not meant for this connection.
-        if let Some(room) = room {
-            while conn.cursor < room.end() {
-                if !room.log[(conn.cursor - room.base) as usize].is_for(id) {
-                    conn.cursor += 1;
-                    continue;
-                }
-                if n == 0 {
-                    break;
-                }
-                if let Some(was_front) = finish_entry(conn, room, &mut n) {
-                    passed_front |= was_front;
-                    delivered += 1;
-                }
-            }
-        }
-        debug_assert_eq!(n, 0, "wrote more than was gathered");
-        self.stats.deliveries += delivered;
-        if passed_front {
-            self.trim(r);
         }
     }
 }
@@ -1043,8 +1023,9 @@ mod tests {
     /// them, and returns the text frames that were completed.
     fn write(hub: &mut Hub, id: ConnId, limit: usize) -> Vec<u8> {
         let bytes: Vec<u8> = {
-            let mut iov = heapless::Vec::new();
-            hub.pending_slices(id, &mut iov);
+            let conn = hub.conn(id);
+            let mut iov = Iov::new();
+            conn.out.gather(hub.log(conn.room), id, &mut iov);
             iov.iter().flat_map(|s| s.iter().copied()).collect()
         };
         let n = bytes.len().min(limit);
@@ -1186,33 +1167,187 @@ mod tests {
         assert_eq!(h.queued_bytes(), 0);
     }
 
+    /// Joins `id` to `room` as a legacy connection.
+    fn legacy_join(hub: &mut Hub, id: ConnId, room: &str, user: &str) -> Result<(), ErrorCode> {
+        hub.set_reading(
+            id,
+            Reading {
+                dialect: Dialect::Legacy,
+                fixed: true,
+            },
+        );
+        let raw = format!(r#"{{"roomId":"{room}","userId":"{user}","username":"{user}"}}"#);
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+        hub.join(id, protocol::parse_legacy_join(Some(&raw)).unwrap())
+    }
+
     #[test]
-    fn laggards_are_evicted_when_the_log_is_full() {
-        let mut h = hub(&[("RATE_LIMIT_MAX_MESSAGE_SIZE", "20000")]);
-        let (a, slow) = (conn(&mut h), conn(&mut h));
-        join(&mut h, a, "r", "a").unwrap();
-        join(&mut h, slow, "r", "slow").unwrap();
-        drain(&mut h, slow);
-        let content = "A".repeat(16_000);
-        let mut evicted_after = None;
-        let mut seen_by_a = Vec::new();
-        for i in 0..40 {
+    fn a_sender_its_own_frames_skip_stays_drained() {
+        let mut h = hub(&[]);
+        let (a, b) = settled_pair(&mut h);
+        h.typing(a, true).unwrap();
+        assert!(h.is_drained(a), "its own userTyping is not for it");
+        assert_eq!(drain(&mut h, b).len(), 1);
+        // Legacy messages and reactions skip their sender too.
+        let (c, d) = (conn(&mut h), conn(&mut h));
+        legacy_join(&mut h, c, "r", "c").unwrap();
+        legacy_join(&mut h, d, "r", "d").unwrap();
+        assert_eq!(
+            drain(&mut h, c),
+            [
+                serde_json::json!({"type":"userList","payload":{"users":[]}}),
+                serde_json::json!({"type":"userJoined","payload":{"userId":"d","username":"d"}})
+            ]
+        );
+        drain(&mut h, d);
+        h.relay_message(c, "QUJD").unwrap();
+        assert!(h.is_drained(c));
+        assert_eq!(
+            drain(&mut h, d),
+            [serde_json::json!({"type":"message","payload":"QUJD"})]
+        );
+        // The v2 room of the same name saw none of it.
+        assert!(h.is_drained(a) && h.is_drained(b));
+        assert_eq!(h.active_rooms(), 2);
+        // Shutdown: every close frame can go out at once.
+        h.begin_shutdown();
+        for id in [a, b, c, d] {
+            h.queue_close_if_due(id);
+            drain(&mut h, id);
+            assert!(h.close_sent(id));
+        }
+        assert_eq!(
+            (
+                h.connections_in(Dialect::V2),
+                h.connections_in(Dialect::Legacy)
+            ),
+            (2, 2)
+        );
+    }
+
+    /// `a` sends `n` messages of `len` bytes and reads everything at once.
+    fn send_and_drain(h: &mut Hub, a: ConnId, n: usize, len: usize) -> Vec<serde_json::Value> {
+        let content = "A".repeat(len);
+        let mut seen = Vec::new();
+        for _ in 0..n {
             h.relay_message(a, &content).unwrap();
-            seen_by_a.extend(drain(&mut h, a));
+            seen.extend(drain(h, a));
+        }
+        seen
+    }
+
+    #[test]
+    fn a_member_past_the_queue_bound_is_evicted_and_readers_stay() {
+        let mut h = hub(&[
+            ("RATE_LIMIT_MAX_MESSAGE_SIZE", "20000"),
+            ("SLOW_CONSUMER_QUEUE_BYTES", "65536"),
+        ]);
+        let (a, slow) = settled_pair(&mut h);
+        let mut evicted_after = None;
+        let mut seen = Vec::new();
+        for i in 1..=10 {
+            seen = send_and_drain(&mut h, a, 1, 16_000);
             if h.close_state(slow) != Close::Open {
                 evicted_after = Some(i);
                 break;
             }
         }
-        // Not stalled (never hit a full socket): only the hard limit evicts it.
-        let n = evicted_after.expect("slow member evicted");
-        assert!(n * 16_000 >= ROOM_LOG_SOFT_BYTES, "evicted after {n}");
-        assert!(n * 16_000 <= ROOM_LOG_HARD_BYTES);
-        assert_eq!(h.close_state(slow), Close::Now(1013, "try again later"));
+        // 4 messages (64 KB of content plus framing) are within the bound; the 5th is not.
+        assert_eq!(evicted_after, Some(5));
+        assert_eq!(h.close_state(slow), SLOW);
+        assert_eq!(h.close_state(a), Close::Open);
         assert!(!h.in_room(slow));
         assert_eq!(h.stats.slow_consumer_closes, 1);
         assert_eq!(h.users_in_rooms(), 1);
-        assert_eq!(seen_by_a.last().unwrap()["type"], "userLeft");
-        assert_eq!(seen_by_a.last().unwrap()["userId"], "slow");
+        assert_eq!(seen[1], serde_json::json!({"type":"userLeft","userId":"b"}));
+        // Its log position is released: only its private queue (nothing) is left.
+        assert_eq!(h.backlog(slow), 0);
+    }
+
+    #[test]
+    fn members_that_keep_reading_are_never_evicted() {
+        let mut h = hub(&[
+            ("RATE_LIMIT_MAX_MESSAGE_SIZE", "20000"),
+            ("SLOW_CONSUMER_QUEUE_BYTES", "65536"),
+        ]);
+        let (a, b) = settled_pair(&mut h);
+        // Far more than the bound passes through, in bursts within it.
+        for _ in 0..50 {
+            send_and_drain(&mut h, a, 3, 16_000);
+            assert_eq!(drain(&mut h, b).len(), 3);
+        }
+        assert_eq!(h.stats.slow_consumer_closes, 0);
+        assert_eq!(h.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn senders_with_a_backlog_are_paced() {
+        let mut h = hub(&[
+            ("RATE_LIMIT_MAX_MESSAGE_SIZE", "20000"),
+            ("SLOW_CONSUMER_QUEUE_BYTES", "65536"),
+        ]);
+        let (a, b) = settled_pair(&mut h);
+        // The pace limit is a quarter of the bound: 16 KiB.
+        h.relay_message(a, &"A".repeat(15_000)).unwrap();
+        assert!(!h.is_paced(a));
+        h.relay_message(a, &"A".repeat(2_000)).unwrap();
+        assert!(h.is_paced(a) && h.is_paced(b));
+        // a has read everything, but b, still taking bytes, is behind: the
+        // room's sender waits for its reader.
+        drain(&mut h, a);
+        assert!(h.is_paced(a));
+        // b's socket took nothing for over a second: it holds nobody back.
+        h.conn_mut(b).out.note_write(false, true, 1_000);
+        let later = || 1_000 + PACE_GRACE_US;
+        assert!(h.paced_at(a, || 1_000 + PACE_GRACE_US / 2));
+        assert!(!h.paced_at(a, later) && h.paced_at(b, later));
+        // b catches up: nothing holds a back either way.
+        drain(&mut h, b);
+        assert!(!h.is_paced(a) && !h.is_paced(b));
+    }
+
+    #[test]
+    fn a_stalled_socket_is_evicted_after_the_stall_time() {
+        let mut h = hub(&[("SLOW_CONSUMER_STALL_SECS", "2")]);
+        let (a, b) = settled_pair(&mut h);
+        h.relay_message(a, "QUJD").unwrap();
+        drain(&mut h, a);
+        // b's socket is full at t = 1 s and takes nothing after.
+        h.conn_mut(b).out.note_write(false, true, 1_000_000);
+        h.evict_stalled(2_900_000);
+        assert_eq!(h.close_state(b), Close::Open);
+        h.evict_stalled(3_000_000);
+        assert_eq!(h.close_state(b), SLOW);
+        assert_eq!(drain(&mut h, a)[0]["type"], "userLeft");
+        // A socket that took bytes in between is not stalled.
+        let c = conn(&mut h);
+        h.conn_mut(c).out.note_write(false, true, 1_000_000);
+        h.conn_mut(c).out.note_write(true, true, 2_500_000);
+        h.evict_stalled(4_000_000);
+        assert_eq!(h.close_state(c), Close::Open);
+    }
+
+    #[test]
+    fn past_the_budget_the_largest_backlog_goes_first() {
+        let mut h = hub(&[
+            ("RATE_LIMIT_MAX_MESSAGE_SIZE", "200000"),
+            ("QUEUE_BUDGET_BYTES", "1048576"),
+            ("SLOW_CONSUMER_QUEUE_BYTES", "1073741824"),
+        ]);
+        let (a, far) = settled_pair(&mut h);
+        let (c, near) = (conn(&mut h), conn(&mut h));
+        join(&mut h, c, "s", "c").unwrap();
+        join(&mut h, near, "s", "near").unwrap();
+        drain(&mut h, c);
+        drain(&mut h, near);
+        send_and_drain(&mut h, a, 4, 200_000);
+        send_and_drain(&mut h, c, 1, 200_000);
+        assert_eq!(h.stats.slow_consumer_closes, 0);
+        // Room s grows past the budget: the member furthest behind, in the
+        // other room, is closed, not s's own laggard.
+        send_and_drain(&mut h, c, 1, 200_000);
+        assert_eq!(h.close_state(far), SLOW);
+        assert_eq!(h.close_state(near), Close::Open);
+        assert!(h.queued_bytes() <= 1_048_576);
     }
 }

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::http::{self, Route, Snapshot};
 use crate::limits::{Refusal, canonical_ip};
+use crate::protocol::{Dialect, Reading};
 use crate::rooms::Hub;
 use crate::session::Session;
 use crate::{handshake, shutdown, systemd};
@@ -155,6 +156,7 @@ async fn serve(
     let notify = systemd::Notifier::from_env();
     notify.send("READY=1\nSTATUS=serving, 0 connections");
     shared.ex.spawn(heartbeat(shared.clone())).detach();
+    shared.ex.spawn(stall_sweep(shared.clone())).detach();
     if let Some(period) = notify.watchdog_period() {
         shared
             .ex
@@ -171,7 +173,7 @@ async fn serve(
     shared.hub.borrow_mut().begin_shutdown();
     let limit = Duration::from_secs(shared.cfg.shutdown_timeout_secs.into());
     let drained = async {
-        while !shared.hub.borrow().all_closes_sent() {
+        while !shared.hub.borrow().all_closed() {
             Timer::after(Duration::from_millis(20)).await;
         }
         true
@@ -181,7 +183,7 @@ async fn serve(
         false
     });
     if in_time.await {
-        log::info!("every connection sent its close frame");
+        log::info!("all connections closed");
     } else {
         let left = shared.hub.borrow().open_connections();
         log::warn!("shutdown timeout: dropping {left} connections");
@@ -460,9 +462,12 @@ fn snapshot(shared: &Shared) -> Snapshot {
         active_connections: hub.open_connections(),
         active_rooms: hub.active_rooms(),
         total_users: hub.users_in_rooms(),
+        connections_v2: hub.connections_in(Dialect::V2),
+        connections_legacy: hub.connections_in(Dialect::Legacy),
         max_connections: shared.cfg.max_connections,
         max_rooms: shared.cfg.max_rooms,
         queued_bytes: hub.queued_bytes(),
+        read_buffer_bytes: hub.read_budget.borrow().in_use(),
         blocked_ips: hub.ips.blocked_count(now),
         strikes_total: hub.ips.strikes_total,
         ip_blocks_total: hub.ips.blocks_total,
@@ -538,7 +543,7 @@ async fn handle_http(
         Ok(x) => x,
     };
 
-    let reply = match http::route(&req.method, &req.path) {
+    let reply = match route_upgrades(&req) {
         Route::Health { head } => {
             let snap = snapshot(shared);
             let status = if snap.shutting_down { 503 } else { 200 };
@@ -569,6 +574,11 @@ async fn handle_http(
         ),
         Route::WebSocket => match upgrade(shared, &req, peer) {
             Ok((id, accept)) => {
+                let dialect = path_dialect(&req.path);
+                shared
+                    .hub
+                    .borrow_mut()
+                    .set_reading(id, Reading::starting(dialect));
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
@@ -590,6 +600,28 @@ async fn handle_http(
     };
     respond(shared, sock, reply).await;
     None
+}
+
+/// The route, with a WebSocket upgrade on `/` taken as one (a legacy
+/// connection; LEGACY-DIALECT.md P1). A plain GET of `/` stays health.
+fn route_upgrades(req: &http::Request) -> Route {
+    match http::route(&req.method, &req.path) {
+        Route::Health { head: false }
+            if req.path == "/" && req.header_has_token("upgrade", "websocket") =>
+        {
+            Route::WebSocket
+        }
+        route => route,
+    }
+}
+
+/// The dialect a connection starts in: legacy when upgraded on `/`.
+fn path_dialect(path: &str) -> Dialect {
+    if path == "/" {
+        Dialect::Legacy
+    } else {
+        Dialect::V2
+    }
 }
 
 /// Checks a WebSocket upgrade request and admits it. On success the
@@ -708,6 +740,19 @@ async fn heartbeat(shared: Rc<Shared>) {
             return;
         }
         hub.heartbeat(clock::now_micros(), n % 4 == 0, dead_after);
+    }
+}
+
+/// Once a second, closes the connections whose sockets took no byte for the
+/// stall time while bytes waited (`SLOW_CONSUMER_STALL_SECS`).
+async fn stall_sweep(shared: Rc<Shared>) {
+    loop {
+        Timer::after(Duration::from_secs(1)).await;
+        let mut hub = shared.hub.borrow_mut();
+        if hub.shutting_down {
+            return;
+        }
+        hub.evict_stalled(clock::now_micros());
     }
 }
 

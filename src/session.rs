@@ -26,7 +26,9 @@ use smol::{Async, Timer};
 use crate::clock;
 use crate::config::Config;
 use crate::limits::Budget;
-use crate::protocol::{self, ErrorCode};
+
+use crate::protocol::{self, Dialect, ErrorCode, Request};
+use crate::reading::{FrameTracker, ReadBudget};
 use crate::rooms::{Close, ConnId, Hub};
 
 /// Frames handled in one poll before yielding to other tasks, so one busy
@@ -45,11 +47,53 @@ pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The byte stream tungstenite reads from. Writes are discarded: the relay
 /// frames and writes everything itself (`Hub::poll_flush`), including the
-/// pong and close replies tungstenite would otherwise queue.
+/// pong and close replies tungstenite would otherwise queue. Reads follow the
+/// frame boundaries and the shared budget of [`crate::reading`].
 pub struct WsIo {
     sock: Arc<Async<TcpStream>>,
     /// The socket may have data: try `read` before waiting for readiness.
     readable: bool,
+    frames: FrameTracker,
+    budget: Rc<RefCell<ReadBudget>>,
+}
+
+impl WsIo {
+    fn new(
+        sock: Arc<Async<TcpStream>>,
+        readable: bool,
+        cfg: &Config,
+        budget: Rc<RefCell<ReadBudget>>,
+    ) -> WsIo {
+        WsIo {
+            sock,
+            readable,
+            frames: FrameTracker::new(u64::from(cfg.max_message_size)),
+            budget,
+        }
+    }
+
+    /// Takes the budget share the current frame needs before more of it is
+    /// read; false (with `cx` registered) while there is none to take.
+    fn take_share(&mut self, cx: &Context<'_>) -> bool {
+        match self.frames.share_needed() {
+            None => true,
+            Some(n) => {
+                let ok = self.budget.borrow_mut().try_take(n, cx.waker());
+                if ok {
+                    self.frames.granted();
+                }
+                ok
+            }
+        }
+    }
+}
+
+impl Drop for WsIo {
+    fn drop(&mut self) {
+        if let Ok(mut budget) = self.budget.try_borrow_mut() {
+            budget.give_back(self.frames.held());
+        }
+    }
 }
 
 impl smol::io::AsyncRead for WsIo {
@@ -59,6 +103,15 @@ impl smol::io::AsyncRead for WsIo {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if !this.take_share(cx) {
+            return Poll::Pending;
+        }
+        // Never read past the end of a frame that holds a share.
+        let limit = this
+            .frames
+            .read_limit()
+            .map_or(buf.len(), |l| l.min(buf.len()));
+        let buf = &mut buf[..limit];
         loop {
             if !this.readable {
                 std::task::ready!(this.sock.poll_readable(cx))?;
@@ -71,6 +124,8 @@ impl smol::io::AsyncRead for WsIo {
                     if n < buf.len() {
                         this.readable = false;
                     }
+                    let released = this.frames.observe(&buf[..n]);
+                    this.budget.borrow_mut().give_back(released);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
@@ -108,6 +163,14 @@ pub fn ws_config(cfg: &Config) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
+/// The request budgets (the frame budget is checked for every frame).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// `message` and `reaction`.
+    Messages,
+    Joins,
+}
+
 /// Per-connection budgets (message + reaction, join, all frames).
 #[derive(Default)]
 struct Budgets {
@@ -125,8 +188,12 @@ pub struct Session {
     sock: Arc<Async<TcpStream>>,
     ws: WebSocketStream<WsIo>,
     budgets: Budgets,
-    /// The peer sent its close frame (or is gone): stop reading.
+    /// The peer sent its close frame: once ours is out, the TCP connection
+    /// can be closed.
     peer_closed: bool,
+    /// tungstenite reported an error: its framing can no longer be trusted,
+    /// so what follows is read raw and discarded.
+    stream_broken: bool,
     /// Our close frame is out and the write side is shut.
     write_shut: bool,
     /// tungstenite may hold a complete frame or the socket may be readable;
@@ -146,12 +213,13 @@ impl Session {
     ) -> Session {
         // The socket's send buffer size and TCP_NODELAY were inherited from
         // the listener (`server::tune_listener`).
-        let io = WsIo {
-            sock: sock.clone(),
-            // The client waits for the 101 before it sends frames: unless it
-            // sent some early, wait for readiness instead of trying a read.
-            readable: !leftover.is_empty(),
-        };
+        // The client waits for the 101 before it sends frames: unless it
+        // sent some early, wait for readiness instead of trying a read.
+        let budget = hub.borrow().read_budget.clone();
+        let mut io = WsIo::new(sock.clone(), !leftover.is_empty(), &cfg, budget);
+        // Bytes read with the request head reach tungstenite directly.
+        let released = io.frames.observe(&leftover);
+        io.budget.borrow_mut().give_back(released);
         let role = tungstenite::protocol::Role::Server;
         let config = Some(ws_config(&cfg));
         let ws = if leftover.is_empty() {
@@ -167,6 +235,7 @@ impl Session {
             ws,
             budgets: Budgets::default(),
             peer_closed: false,
+            stream_broken: false,
             write_shut: false,
             may_have_frames: true,
             deadline: None,
@@ -176,19 +245,43 @@ impl Session {
     /// Sends an error with its standard text; those the contract counts as
     /// strikes are counted.
     fn reject(&self, hub: &mut Hub, code: ErrorCode) {
-        self.reject_with(hub, code, code.message());
-    }
-
-    /// [`reject`](Self::reject) with a message of the caller's.
-    fn reject_with(&self, hub: &mut Hub, code: ErrorCode, message: &str) {
-        hub.stats.protocol_errors += 1;
-        if code == ErrorCode::RateLimited {
-            hub.stats.rate_limited += 1;
-        }
-        hub.send_error_text(self.id, code.as_str(), message);
+        self.reject_without_strike(hub, code);
         if code.is_strike() {
             let ip = hub.ip_of(self.id);
             hub.strike(ip);
+        }
+    }
+
+    /// Sends an error with its standard text, never counting a strike.
+    fn reject_without_strike(&self, hub: &mut Hub, code: ErrorCode) {
+        hub.stats.protocol_errors += 1;
+        hub.send_error(self.id, code);
+    }
+
+    /// `RATE_LIMITED` for a request whose budget is spent: the text says when
+    /// to retry; legacy message budgets add `resetTime` in milliseconds.
+    fn reject_rate_limited(&self, hub: &mut Hub, limit: Limit, what: &str, now: u64) {
+        let (budget, per_minute) = match limit {
+            Limit::Messages => (&self.budgets.messages, self.cfg.message_limit),
+            Limit::Joins => (&self.budgets.joins, self.cfg.join_limit),
+        };
+        let wait = budget.retry_after_secs(per_minute, now);
+        let text = format!("too many {what} frames; retry in {wait} s");
+        let reset_ms = (limit == Limit::Messages
+            && hub.reading(self.id).dialect == Dialect::Legacy)
+            .then(|| budget.retry_after_millis(per_minute, now));
+        hub.stats.protocol_errors += 1;
+        hub.stats.rate_limited += 1;
+        hub.send_error_text(self.id, ErrorCode::RateLimited, &text, reset_ms);
+        let ip = hub.ip_of(self.id);
+        hub.strike(ip);
+    }
+
+    /// Takes a token from a request budget.
+    fn take(&mut self, limit: Limit, now: u64) -> bool {
+        match limit {
+            Limit::Messages => self.budgets.messages.try_take(self.cfg.message_limit, now),
+            Limit::Joins => self.budgets.joins.try_take(self.cfg.join_limit, now),
         }
     }
 
@@ -225,96 +318,59 @@ impl Session {
         }
     }
 
+    /// One text frame, in either dialect: parsed into one typed request (the
+    /// frame may fix the connection's dialect), then checked in the
+    /// contract's order: budget, membership, then the body's own errors.
     fn on_text(&mut self, hub: &mut Hub, text: &str, now: u64) {
         let id = self.id;
-        let req = match protocol::parse_request(text) {
+        let mut reading = hub.reading(id);
+        let parsed = protocol::parse_request(text, &mut reading);
+        if reading != hub.reading(id) {
+            hub.set_reading(id, reading);
+        }
+        let req = match parsed {
             Ok(req) => req,
             Err(code) => return self.reject(hub, code),
         };
-        let result = match &*req.kind {
-            "ping" => {
+        let budget = match &req {
+            Request::Join(_) => Some(Limit::Joins),
+            Request::Message(_) | Request::Reaction(_) => Some(Limit::Messages),
+            _ => None,
+        };
+        if let Some(limit) = budget
+            && !self.take(limit, now)
+        {
+            return self.reject_rate_limited(hub, limit, req.name(), now);
+        }
+        let outside = !hub.in_room(id);
+        let result = match req {
+            Request::Ping => {
                 hub.send_pong(id);
                 Ok(())
             }
-            "join" => {
-                if !self.budgets.joins.try_take(self.cfg.join_limit, now) {
-                    Err(ErrorCode::RateLimited)
-                } else {
-                    protocol::parse_join(req.data).and_then(|join| hub.join(id, join))
-                }
+            Request::Join(join) => join.and_then(|join| hub.join(id, join)),
+            // Legacy ignores these outside a room.
+            Request::Leave | Request::Typing(_)
+                if outside && reading.dialect.quiet_outside_room() =>
+            {
+                Ok(())
             }
-            "leave" => hub.leave(id),
-            "message" => {
-                if !self.budgets.messages.try_take(self.cfg.message_limit, now) {
-                    Err(ErrorCode::RateLimited)
-                } else if !hub.in_room(id) {
-                    Err(ErrorCode::NotInRoom)
-                } else {
-                    match protocol::object_fields::<protocol::MessageFields<'_>>(req.data) {
-                        None => Err(ErrorCode::InvalidMessage),
-                        Some(fields) => match fields.content.and_then(protocol::string_value) {
-                            Some(c) if protocol::is_valid_content(&c) => hub.relay_message(id, &c),
-                            _ => Err(ErrorCode::InvalidContent),
-                        },
-                    }
-                }
+            Request::Leave | Request::Message(_) | Request::Typing(_) if outside => {
+                Err(ErrorCode::NotInRoom)
             }
-            "typing" => {
-                if !hub.in_room(id) {
-                    Err(ErrorCode::NotInRoom)
-                } else {
-                    let flag = protocol::object_fields::<protocol::TypingFields<'_>>(req.data)
-                        .and_then(|f| f.is_typing)
-                        .and_then(|raw| match raw.get() {
-                            "true" => Some(true),
-                            "false" => Some(false),
-                            _ => None,
-                        });
-                    match flag {
-                        Some(flag) => hub.typing(id, flag),
-                        None => Err(ErrorCode::InvalidMessage),
-                    }
-                }
+            Request::Leave => hub.leave(id),
+            Request::Message(content) => content.and_then(|c| hub.relay_message(id, &c)),
+            Request::Typing(flag) => flag.and_then(|flag| hub.typing(id, flag)),
+            // Validated first, then NOT_IN_ROOM (from the hub).
+            Request::Reaction(reaction) => reaction.and_then(|r| hub.reaction(id, &r)),
+            Request::FileTransfer => {
+                self.reject_without_strike(hub, ErrorCode::InvalidMessage);
+                Ok(())
             }
-            "reaction" => {
-                if !self.budgets.messages.try_take(self.cfg.message_limit, now) {
-                    Err(ErrorCode::RateLimited)
-                } else {
-                    match protocol::object_fields::<protocol::ReactionFields<'_>>(req.data) {
-                        None => Err(ErrorCode::InvalidMessage),
-                        Some(fields) => {
-                            let message_id = fields.message_id.and_then(protocol::string_value);
-                            let emoji = fields.emoji.and_then(protocol::string_value);
-                            match (message_id, emoji) {
-                                (Some(m), _) if !protocol::is_valid_id(&m) => {
-                                    Err(ErrorCode::InvalidMessage)
-                                }
-                                (None, _) => Err(ErrorCode::InvalidMessage),
-                                (_, None) => Err(ErrorCode::InvalidEmoji),
-                                (_, Some(e)) if !protocol::is_valid_emoji(&e) => {
-                                    Err(ErrorCode::InvalidEmoji)
-                                }
-                                (Some(m), Some(e)) => hub.reaction(id, &m, &e),
-                            }
-                        }
-                    }
-                }
-            }
-            _ => Err(ErrorCode::InvalidMessage),
+            Request::Unknown => Err(ErrorCode::InvalidMessage),
         };
         if let Err(code) = result {
-            if code == ErrorCode::RateLimited {
-                let (budget, limit) = if req.kind == "join" {
-                    (&self.budgets.joins, self.cfg.join_limit)
-                } else {
-                    (&self.budgets.messages, self.cfg.message_limit)
-                };
-                let wait = budget.retry_after_secs(limit, now);
-                let text = format!("too many {} frames; retry in {wait} s", req.kind);
-                self.reject_with(hub, code, &text);
-            } else {
-                self.reject(hub, code);
-            }
+            self.reject(hub, code);
         }
     }
 
@@ -337,11 +393,39 @@ impl Session {
             _ => hub.begin_close(id, Close::Drop),
         }
         // The stream is unusable after an error; what follows is raw reading.
-        self.peer_closed = true;
+        self.stream_broken = true;
+    }
+
+    /// Replaces tungstenite's state by a fresh one, giving back the read
+    /// buffer a large message grew. Called only when tungstenite holds no
+    /// unread byte and no partial message ([`FrameTracker::take_fresh`]).
+    fn renew_reader(&mut self) {
+        let old = self.ws.get_ref();
+        let io = WsIo::new(
+            self.sock.clone(),
+            old.readable,
+            &self.cfg,
+            old.budget.clone(),
+        );
+        let role = tungstenite::protocol::Role::Server;
+        let fresh = WebSocketStream::from_raw_socket(io, role, Some(ws_config(&self.cfg)));
+        let mut fresh = std::pin::pin!(fresh);
+        // Building the stream does no I/O: it is ready at once.
+        if let Poll::Ready(ws) = fresh
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            self.ws = ws;
+        }
     }
 
     /// Reads and handles up to `READ_BATCH` frames. Ready(()) when the peer is gone.
     fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // A frame waiting for its share of the read budget: not even the
+        // socket's readiness matters until the share is there.
+        if !self.ws.get_mut().take_share(cx) {
+            return Poll::Pending;
+        }
         // Woken to write, with tungstenite holding no complete frame: skip the
         // whole read path unless the socket has news.
         if !self.may_have_frames {
@@ -357,7 +441,12 @@ impl Session {
         }
         for _ in 0..READ_BATCH {
             match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(msg))) => self.on_message(msg),
+                Poll::Ready(Some(Ok(msg))) => {
+                    self.on_message(msg);
+                    if self.ws.get_mut().frames.take_fresh() {
+                        self.renew_reader();
+                    }
+                }
                 Poll::Ready(Some(Err(e))) => {
                     self.on_error(e);
                     return Poll::Pending;
@@ -369,7 +458,13 @@ impl Session {
                     return Poll::Pending;
                 }
             }
-            if self.hub.borrow().close_state(self.id) != Close::Open {
+            let hub = self.hub.borrow();
+            if hub.close_state(self.id) != Close::Open {
+                return Poll::Pending;
+            }
+            if hub.is_paced(self.id) {
+                drop(hub);
+                self.hub.borrow_mut().set_paused(self.id, true);
                 return Poll::Pending;
             }
         }
@@ -378,24 +473,48 @@ impl Session {
         Poll::Pending
     }
 
-    /// After our close frame: wait for the peer's answer (its close frame or
-    /// EOF), then let the connection drop. What arrives is discarded.
+    /// After our close frame (and FIN): read and discard until the peer's
+    /// close frame or EOF. Closing with unread bytes in the kernel's receive
+    /// queue would send a TCP reset, and a client whose write then fails may
+    /// never read the close frame it was sent. Ready when the peer is done.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut scratch = [0u8; 256];
-        loop {
-            match self.sock.poll_readable(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) => {}
+        for _ in 0..READ_BATCH {
+            if self.stream_broken {
+                return self.poll_discard(cx);
             }
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None | Some(Ok(Message::Close(_)))) => return Poll::Ready(()),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(tungstenite::Error::Io(_)))) => return Poll::Ready(()),
+                Poll::Ready(Some(Err(_))) => self.stream_broken = true,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Raw reading after a framing error: discard bytes until EOF.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 512];
+        for _ in 0..READ_BATCH {
             let mut stream: &TcpStream = self.sock.get_ref();
             match stream.read(&mut scratch) {
-                Ok(_) => return Poll::Ready(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.sock.poll_readable(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                }
                 Err(_) => return Poll::Ready(()),
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -403,7 +522,19 @@ impl Session {
         match close {
             Close::Drop => return Poll::Ready(()),
             Close::Open => {
-                if self.poll_frames(cx).is_ready() {
+                // Pacing: while much is queued for this connection, its
+                // frames wait in the kernel and TCP slows the sender down.
+                let paced = {
+                    let mut hub = self.hub.borrow_mut();
+                    let paced = hub.is_paced(self.id);
+                    hub.set_paused(self.id, paced);
+                    paced
+                };
+                if !paced && self.poll_frames(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                // A reset or a dead peer: leave at once.
+                if self.hub.borrow().close_state(self.id) == Close::Drop {
                     return Poll::Ready(());
                 }
             }
@@ -417,6 +548,14 @@ impl Session {
                 Poll::Pending => false,
             }
         };
+        {
+            let mut hub = self.hub.borrow_mut();
+            if hub.is_paused(self.id) && !hub.is_paced(self.id) {
+                // What held reading back went down: read again.
+                hub.set_paused(self.id, false);
+                cx.waker().wake_by_ref();
+            }
+        }
         if close_sent {
             if self.peer_closed {
                 return Poll::Ready(());

@@ -160,6 +160,7 @@ fn slow_consumer_is_closed_with_1013_and_the_room_keeps_going() {
     let srv = Server::start(&[
         ("RATE_LIMIT_MESSAGE_LIMIT", "100000"),
         ("RATE_LIMIT_FRAME_LIMIT", "100000"),
+        ("SLOW_CONSUMER_QUEUE_BYTES", "262144"),
     ]);
     let mut reader = srv.connect();
     reader.join("r", "reader", "R");

@@ -198,8 +198,13 @@ pub fn parse_response(buf: &[u8]) -> Response {
 
 /// A WebSocket upgrade request for `/ws`.
 pub fn upgrade_request(extra_headers: &[(&str, &str)]) -> String {
-    let mut r = String::from(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    upgrade_request_to("/ws", extra_headers)
+}
+
+/// A WebSocket upgrade request for `path` (`/` starts a legacy connection).
+pub fn upgrade_request_to(path: &str, extra_headers: &[(&str, &str)]) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
     );
     for (k, v) in extra_headers {
         r.push_str(&format!("{k}: {v}\r\n"));
@@ -242,9 +247,19 @@ impl Client {
 
     /// Upgrades; on refusal returns the HTTP response.
     pub fn try_connect(port: u16, headers: &[(&str, &str)]) -> Result<Client, Response> {
+        Client::try_connect_to(port, "/ws", headers)
+    }
+
+    /// Upgrades on `path`; on refusal returns the HTTP response.
+    pub fn try_connect_to(
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, Response> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(upgrade_request(headers).as_bytes()).unwrap();
+        s.write_all(upgrade_request_to(path, headers).as_bytes())
+            .unwrap();
         let mut head = read_head(&mut s);
         let resp = parse_response(&head);
         if resp.status != 101 {
@@ -411,4 +426,232 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+// ------------------------------------------------------------------------
+// A raw WebSocket client: masked frames out, frames parsed by hand in, and
+// every I/O error returned rather than panicked on, so that a TCP reset is
+// a result a test can count. Its stream can be cloned for a writer thread.
+
+/// Opens a TCP connection to the relay: from `source` (another loopback
+/// address, so that strikes land on an IP of its own) and with a small
+/// `SO_RCVBUF` set before connecting (so the advertised window stays small),
+/// when asked.
+pub fn tcp_connect(
+    port: u16,
+    source: Option<std::net::Ipv4Addr>,
+    rcvbuf: Option<usize>,
+) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    if let Some(bytes) = rcvbuf {
+        setsockopt(&fd, sockopt::RcvBuf, &bytes).unwrap();
+    }
+    if let Some(ip) = source {
+        let [a, b, c, d] = ip.octets();
+        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).unwrap();
+    }
+    connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).unwrap();
+    TcpStream::from(fd)
+}
+
+/// One masked client frame (FIN set) with a fixed mask key.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37u8, 0xa1, 0x5c, 0x02];
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+    f
+}
+
+/// A close frame's status code (None when it carries none).
+pub fn close_code_of(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// One server frame.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// A WebSocket client over a plain `TcpStream` (see the section comment).
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    /// Largest single `read`: small values read at a phone's pace.
+    pub chunk: usize,
+    /// Bytes taken from the socket so far (upgrade response excluded).
+    pub bytes_read: u64,
+}
+
+impl RawWs {
+    pub fn connect(port: u16) -> RawWs {
+        RawWs::connect_with(port, None, None)
+    }
+
+    /// Connects (see [`tcp_connect`]) and upgrades; panics unless `101`.
+    pub fn connect_with(
+        port: u16,
+        source: Option<std::net::Ipv4Addr>,
+        rcvbuf: Option<usize>,
+    ) -> RawWs {
+        let mut s = tcp_connect(port, source, rcvbuf);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(upgrade_request(&[]).as_bytes()).unwrap();
+        let head = read_head(&mut s);
+        assert_eq!(parse_response(&head).status, 101, "upgrade refused");
+        RawWs {
+            stream: s,
+            buf: Vec::new(),
+            start: 0,
+            chunk: 64 << 10,
+            bytes_read: 0,
+        }
+    }
+
+    pub fn send(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(&masked_frame(opcode, payload))
+    }
+
+    pub fn send_text(&mut self, text: &str) -> std::io::Result<()> {
+        self.send(OP_TEXT, text.as_bytes())
+    }
+
+    /// Sends a close frame with `code`.
+    pub fn send_close(&mut self, code: u16) -> std::io::Result<()> {
+        self.send(OP_CLOSE, &code.to_be_bytes())
+    }
+
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).unwrap();
+    }
+
+    /// A complete frame already buffered, if any.
+    fn buffered_frame(&mut self) -> Option<RawFrame> {
+        let b = &self.buf[self.start..];
+        if b.len() < 2 {
+            return None;
+        }
+        assert!(b[1] & 0x80 == 0, "server frames are not masked");
+        let (header, len) = match b[1] & 0x7f {
+            126 if b.len() < 4 => return None,
+            126 => (4, usize::from(u16::from_be_bytes([b[2], b[3]]))),
+            127 if b.len() < 10 => return None,
+            127 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&b[2..10]);
+                (10, u64::from_be_bytes(n) as usize)
+            }
+            n => (2, usize::from(n)),
+        };
+        if b.len() < header + len {
+            return None;
+        }
+        let frame = RawFrame {
+            opcode: b[0] & 0x0f,
+            payload: b[header..header + len].to_vec(),
+        };
+        self.start += header + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Some(frame)
+    }
+
+    /// The next frame; `Ok(None)` at end of stream; read errors (a reset, a
+    /// timeout as `WouldBlock`/`TimedOut`) as they are.
+    pub fn read_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
+        loop {
+            if let Some(f) = self.buffered_frame() {
+                return Ok(Some(f));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let have = self.buf.len();
+            self.buf.resize(have + self.chunk, 0);
+            let n = loop {
+                match self.stream.read(&mut self.buf[have..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            match n {
+                Ok(n) => {
+                    self.buf.truncate(have + n);
+                    self.bytes_read += n as u64;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    self.buf.truncate(have);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Joins `room` as `id` and reads until the `userList`.
+    pub fn join(&mut self, room: &str, id: &str) {
+        let join =
+            json!({"type":"join","data":{"room":room,"user":{"id":id,"name":id,"avatar":null}}});
+        self.send_text(&join.to_string()).unwrap();
+        loop {
+            let f = self
+                .read_frame()
+                .expect("read while joining")
+                .expect("closed while joining");
+            assert_ne!(f.opcode, OP_CLOSE, "closed while joining");
+            if f.opcode == OP_TEXT {
+                let v: Value = serde_json::from_slice(&f.payload).unwrap();
+                assert_ne!(v["type"], "error", "join refused: {v}");
+                if v["type"] == "userList" {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a connection with a TCP reset (SO_LINGER 0, then close).
+pub fn abort_with_reset(stream: TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+    drop(stream);
 }

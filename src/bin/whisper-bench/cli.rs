@@ -12,9 +12,12 @@ USAGE:
 
     --quick          one short run of each scenario with small N (well under a minute)
     --runs N         runs per scenario (default 3, --quick: 1)
-    --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor, storm, slowloris;
+    --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor,
+                     burst, wifi, closes, storm, slowloris;
+                     idle-legacy, fanout-legacy (idle and fanout with legacy `payload` clients);
                      `count` (never run by default) sends exactly --messages N messages
-                     to a room of 50, for instruction counting (.ci/callgrind)
+                     to a room of 50, for instruction counting (.ci/callgrind);
+                     `count-legacy` the same with legacy clients
     --messages N     messages of the `count` scenario (default 1000)
     --json PATH      also write the JSON document to PATH
     --server PATH    relay binary (default: rtce2ee-whisper beside this executable)
@@ -120,6 +123,14 @@ pub struct Params {
     pub worst_room_users: u32,
     pub worst_phase: Duration,
     pub floor_writes: u32,
+    /// `burst`: members of its one room (each sends its whole budget at once).
+    pub burst_members: u32,
+    /// `wifi`: members of its one room (senders, paced readers, one that
+    /// stops) and how long the senders talk.
+    pub wifi_members: u32,
+    pub wifi_phase: Duration,
+    /// `closes`: trials of each kind of close.
+    pub close_trials: u32,
     /// `count`: messages sent to its room of 50.
     pub count_messages: u32,
     /// Longest wait for deliveries still in flight after a phase.
@@ -151,6 +162,10 @@ impl Params {
             worst_room_users: 64,
             worst_phase: Duration::from_secs(20),
             floor_writes: 200_000,
+            burst_members: 64,
+            wifi_members: 32,
+            wifi_phase: Duration::from_secs(12),
+            close_trials: 200,
             count_messages: 1_000,
             drain_limit: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
@@ -173,6 +188,10 @@ impl Params {
             worst_connections: 512,
             worst_phase: Duration::from_secs(5),
             floor_writes: 20_000,
+            burst_members: 16,
+            wifi_members: 16,
+            wifi_phase: Duration::from_secs(5),
+            close_trials: 50,
             drain_limit: Duration::from_secs(20),
             startup_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(60),

@@ -6,12 +6,14 @@
 //! grows only when a frame does not fit.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use async_net::TcpStream;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::wire::Dialect;
 
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
@@ -32,6 +34,8 @@ pub struct ConnectOptions {
     pub read_buffer: usize,
     /// `SO_RCVBUF` set before connecting, for clients meant to be slow.
     pub rcvbuf: Option<usize>,
+    /// The message shape spoken (and so the upgrade path).
+    pub dialect: Dialect,
 }
 
 /// One frame from the server, borrowed from the reader's buffer.
@@ -59,14 +63,33 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Opens a TCP connection and performs the WebSocket upgrade on `/ws`.
+/// Opens a TCP connection and performs the WebSocket upgrade on the
+/// dialect's path (`/ws`, or `/` for legacy).
 pub async fn connect(addr: SocketAddr, opts: ConnectOptions) -> io::Result<(Reader, Writer)> {
-    let stream = open_tcp(addr, opts.rcvbuf).await?;
+    let stream = open_tcp(addr, opts.rcvbuf, None).await?;
+    upgrade(stream, opts).await
+}
+
+/// [`connect`] from the local address `source` (another loopback address,
+/// so that the relay counts the connection against an IP of its own).
+pub async fn connect_from(
+    addr: SocketAddr,
+    source: IpAddr,
+    opts: ConnectOptions,
+) -> io::Result<(Reader, Writer)> {
+    let stream = open_tcp(addr, opts.rcvbuf, Some(source)).await?;
+    upgrade(stream, opts).await
+}
+
+/// Performs the WebSocket upgrade on `/ws` over an open connection.
+async fn upgrade(stream: TcpStream, opts: ConnectOptions) -> io::Result<(Reader, Writer)> {
+    let addr = stream.peer_addr()?;
     stream.set_nodelay(true)?;
     let mut reader = Reader::new(stream.clone(), opts.read_buffer);
     let mut writer = Writer::new(stream);
+    let path = opts.dialect.path();
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: d2hpc3Blci1iZW5jaC0xMw==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     writer.stream.write_all(request.as_bytes()).await?;
@@ -75,11 +98,15 @@ pub async fn connect(addr: SocketAddr, opts: ConnectOptions) -> io::Result<(Read
 }
 
 /// Connects, setting `SO_RCVBUF` first when asked (it must precede the
-/// handshake to limit the advertised window).
-async fn open_tcp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
-    let Some(bytes) = rcvbuf else {
+/// handshake to limit the advertised window), from `source` when given.
+async fn open_tcp(
+    addr: SocketAddr,
+    rcvbuf: Option<usize>,
+    source: Option<IpAddr>,
+) -> io::Result<TcpStream> {
+    if rcvbuf.is_none() && source.is_none() {
         return TcpStream::connect(addr).await;
-    };
+    }
     use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage, sockopt};
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
@@ -88,7 +115,13 @@ async fn open_tcp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpStre
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = socket::socket(family, SockType::Stream, flags, None)?;
-    socket::setsockopt(&fd, sockopt::RcvBuf, &bytes)?;
+    if let Some(bytes) = rcvbuf {
+        socket::setsockopt(&fd, sockopt::RcvBuf, &bytes)?;
+    }
+    if let Some(ip) = source {
+        let local = SockaddrStorage::from(SocketAddr::new(ip, 0));
+        socket::bind(fd.as_raw_fd(), &local)?;
+    }
     match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
         Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
         Err(e) => return Err(e.into()),
@@ -131,6 +164,11 @@ fn parse_header(b: &[u8]) -> io::Result<Option<(u8, usize, usize)>> {
 }
 
 impl Reader {
+    /// The connection (for its socket options and pending error).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     fn new(stream: TcpStream, capacity: usize) -> Reader {
         Reader {
             stream,

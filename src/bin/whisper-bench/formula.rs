@@ -8,14 +8,21 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub struct Constants {
     /// B: code, libc, executor, empty tables.
     pub base: f64,
-    /// S: state per connection (besides its read buffer).
+    /// S: state per connection, its read chunk included.
     pub per_connection: f64,
     /// Room record (member array, log header).
     pub per_room: f64,
     /// Q: global outbound byte budget.
     pub queue_budget: f64,
-    /// F = L + this: one frame admitted past the budget.
+    /// The shared read budget is the larger of this and `read_budget_messages` × L.
+    pub read_budget_min: f64,
+    pub read_budget_messages: f64,
+    /// Copies of the message being handled: this many × L.
+    pub handled_messages: f64,
+    /// F = max(L, member list) + this: one operation's frames past the budget.
     pub frame_overhead: f64,
+    /// The member list of a full room of the default size (64 × 0.8 KiB).
+    pub member_list: f64,
     /// Connections that may be in their HTTP phase at once...
     pub pending_heads: f64,
     /// ...each holding a request head buffer of this size.
@@ -28,10 +35,14 @@ pub struct Constants {
 
 pub const README: Constants = Constants {
     base: 2.4 * MIB,
-    per_connection: 2.0 * KIB,
+    per_connection: 3.0 * KIB,
     per_room: 1.2 * KIB,
-    queue_budget: 8.0 * MIB,
+    queue_budget: 16.0 * MIB,
+    read_budget_min: 2.0 * MIB,
+    read_budget_messages: 4.0,
+    handled_messages: 2.0,
     frame_overhead: 512.0,
+    member_list: 64.0 * 0.8 * KIB,
     pending_heads: 256.0,
     head_bytes: 9.0 * KIB,
     ip_extra_entries: 1024.0,
@@ -39,16 +50,18 @@ pub const README: Constants = Constants {
 };
 
 /// Worst-case resident bytes for C = `conns`, R = `rooms`, L = `max_msg`:
-/// `B + C(S+L) + R·room + Q + (C+R)·F + pending·head + (C+extra)·ip`.
+/// `B + C·S + max(2 MiB, 4L) + 2L + R·room + Q + F + pending·head + (C+extra)·ip`.
 pub fn formula_bytes(conns: u64, rooms: u64, max_msg: u64) -> u64 {
     let k = &README;
     let (c, r, l) = (conns as f64, rooms as f64, max_msg as f64);
-    let f = l + k.frame_overhead;
+    let f = l.max(k.member_list) + k.frame_overhead;
+    let reads = k.read_budget_min.max(k.read_budget_messages * l) + k.handled_messages * l;
     let total = k.base
-        + c * (k.per_connection + l)
+        + c * k.per_connection
+        + reads
         + r * k.per_room
         + k.queue_budget
-        + (c + r) * f
+        + f
         + k.pending_heads * k.head_bytes
         + (c + k.ip_extra_entries) * k.ip_entry;
     total.round() as u64
@@ -58,12 +71,16 @@ pub fn formula_bytes(conns: u64, rooms: u64, max_msg: u64) -> u64 {
 pub fn describe() -> String {
     let k = &README;
     format!(
-        "B={:.1} MiB, S={:.0} KiB, room={:.1} KiB, Q={:.0} MiB, F=L+{:.0} B, \
-         pending={:.0}x{:.0} KiB, IP table=(C+{:.0})x{:.0} B",
+        "B={:.1} MiB, S={:.0} KiB, room={:.1} KiB, Q={:.0} MiB, reads=max({:.0} MiB, {:.0}L)+{:.0}L, \
+         F=max(L, {:.0} KiB)+{:.0} B, pending={:.0}x{:.0} KiB, IP table=(C+{:.0})x{:.0} B",
         k.base / MIB,
         k.per_connection / KIB,
         k.per_room / KIB,
         k.queue_budget / MIB,
+        k.read_budget_min / MIB,
+        k.read_budget_messages,
+        k.handled_messages,
+        k.member_list / KIB,
         k.frame_overhead,
         k.pending_heads,
         k.head_bytes / KIB,
@@ -80,7 +97,11 @@ pub fn constants_json() -> serde_json::Value {
         "per_connection_bytes": k.per_connection,
         "per_room_bytes": k.per_room,
         "queue_budget_bytes": k.queue_budget,
+        "read_budget_min_bytes": k.read_budget_min,
+        "read_budget_messages": k.read_budget_messages,
+        "handled_messages": k.handled_messages,
         "frame_overhead_bytes": k.frame_overhead,
+        "member_list_bytes": k.member_list,
         "pending_heads": k.pending_heads,
         "head_bytes": k.head_bytes,
         "ip_extra_entries": k.ip_extra_entries,
@@ -93,10 +114,10 @@ mod tests {
     use super::*;
 
     /// The README: "At the defaults (C = 4096, R = 1024, L = 10 KiB) that is
-    /// about ... 115 MiB".
+    /// about ... 37 MiB".
     #[test]
     fn defaults_give_the_readme_total() {
         let mib = formula_bytes(4096, 1024, 10240) as f64 / MIB;
-        assert!((114.0..=116.5).contains(&mib), "{mib}");
+        assert!((36.0..=37.5).contains(&mib), "{mib}");
     }
 }

@@ -150,7 +150,7 @@ fn run_all(suite: &Suite, started: Instant) -> Vec<ScenarioReport> {
             runs.push(run);
         }
         reports.push(ScenarioReport {
-            name: scenario.name(),
+            name: scenario.label(),
             runs,
         });
     }

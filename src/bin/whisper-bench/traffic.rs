@@ -17,7 +17,7 @@ use smol::{LocalExecutor, Task, Timer};
 
 use crate::client::{self, ConnectOptions, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Reader, Writer};
 use crate::stats::Histogram;
-use crate::wire::{self, Incoming, Stamp};
+use crate::wire::{self, Dialect, Incoming, Stamp};
 
 /// Handshakes in flight at once: the relay accepts at most 16 connections
 /// per IP in their HTTP phase.
@@ -35,6 +35,7 @@ pub struct Seat {
 pub struct Joined {
     pub reader: Reader,
     pub writer: Writer,
+    pub dialect: Dialect,
 }
 
 /// Opens a connection, joins, and waits for the `userList`.
@@ -42,7 +43,7 @@ pub async fn open_member(addr: SocketAddr, seat: &Seat) -> Result<Joined, String
     let (mut reader, mut writer) = client::connect(addr, seat.opts)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let join = wire::join_request(&seat.room, &seat.user);
+    let join = wire::join_request(&seat.room, &seat.user, seat.opts.dialect);
     writer
         .send(OP_TEXT, join.as_bytes())
         .await
@@ -70,7 +71,11 @@ pub async fn open_member(addr: SocketAddr, seat: &Seat) -> Result<Joined, String
             _ => {}
         }
     }
-    Ok(Joined { reader, writer })
+    Ok(Joined {
+        reader,
+        writer,
+        dialect: seat.opts.dialect,
+    })
 }
 
 /// Seats still to open, with their positions.
@@ -236,17 +241,42 @@ pub struct Outbox {
     receivers: u32,
     /// Characters of filler content per message.
     filler: usize,
+    dialect: Dialect,
+    /// In closed-loop mode, the member whose receipt of this member's message
+    /// releases the next one: itself (its echo), unless set. Legacy senders
+    /// get no echo, so another member of the room stands in.
+    pacer: Cell<Option<u32>>,
 }
 
 impl Outbox {
-    pub fn new(me: u32, writer: Writer, receivers: u32, filler: usize) -> Rc<Outbox> {
+    pub fn new(
+        me: u32,
+        writer: Writer,
+        receivers: u32,
+        filler: usize,
+        dialect: Dialect,
+    ) -> Rc<Outbox> {
         Rc::new(Outbox {
             me,
             writer: Mutex::new(writer),
             next_seq: Cell::new(0),
             receivers,
             filler,
+            dialect,
+            pacer: Cell::new(None),
         })
+    }
+
+    /// Lets member `pacer`'s receipt of this member's messages release the
+    /// next one in closed-loop mode (instead of the echo).
+    pub fn set_pacer(&self, pacer: u32) {
+        self.pacer.set(Some(pacer));
+    }
+
+    /// Whether member `receiver` getting one of this member's messages
+    /// releases the next one in closed-loop mode.
+    fn paced_by(&self, receiver: u32) -> bool {
+        self.pacer.get().unwrap_or(self.me) == receiver
     }
 
     /// Sends one stamped message and counts what it should produce.
@@ -261,7 +291,7 @@ impl Outbox {
                     sender: self.me,
                     seq,
                 };
-                wire::message_request(stamp, self.filler, buf);
+                wire::message_request(stamp, self.filler, self.dialect, buf);
             })
             .await;
         match &result {
@@ -299,18 +329,21 @@ pub fn start_receivers(
     let tally = Rc::new(Tally::default());
     let control = Rc::new(Control::default());
     let mut outboxes = Vec::with_capacity(members.len());
-    let mut readers = Vec::with_capacity(members.len());
+    let mut inboxes = Vec::with_capacity(members.len());
     for (i, member) in members.into_iter().enumerate() {
-        let outbox = Outbox::new(i as u32, member.writer, receivers, filler);
-        let receive = receive_loop(
-            member.reader,
-            outbox.clone(),
-            tally.clone(),
-            control.clone(),
-        );
-        readers.push(ex.spawn(receive));
+        let outbox = Outbox::new(i as u32, member.writer, receivers, filler, member.dialect);
         outboxes.push(outbox);
+        inboxes.push(member.reader);
     }
+    let all: Rc<[Rc<Outbox>]> = outboxes.clone().into();
+    let readers = inboxes
+        .into_iter()
+        .enumerate()
+        .map(|(i, reader)| {
+            let receive = receive_loop(reader, i, all.clone(), tally.clone(), control.clone());
+            ex.spawn(receive)
+        })
+        .collect();
     Crowd {
         outboxes,
         readers,
@@ -319,15 +352,17 @@ pub fn start_receivers(
     }
 }
 
-/// Reads a member's frames until the connection ends: records deliveries,
-/// answers pings, and in closed-loop mode sends the next message when the
-/// member's own echo arrives.
+/// Reads member `me`'s frames until the connection ends: records
+/// deliveries, answers pings, and in closed-loop mode sends a sender's next
+/// message when its pacer (its own echo, by default) receives one.
 pub async fn receive_loop(
     mut reader: Reader,
-    outbox: Rc<Outbox>,
+    me: usize,
+    all: Rc<[Rc<Outbox>]>,
     tally: Rc<Tally>,
     control: Rc<Control>,
 ) {
+    let outbox = &all[me];
     let mut seen = SeqTracker::default();
     loop {
         let frame = match reader.next_frame().await {
@@ -339,10 +374,16 @@ pub async fn receive_loop(
         };
         match frame.opcode {
             OP_TEXT => {
-                let echo = on_text(frame.payload, &mut seen, &tally, outbox.me);
+                let sender = on_text(frame.payload, &mut seen, &tally)
+                    .and_then(|s| all.get(s as usize))
+                    .filter(|s| s.paced_by(outbox.me));
                 let under_limit = control.limit.get().is_none_or(|l| tally.sent.get() < l);
-                if echo && control.closed_loop.get() && !control.stop.get() && under_limit {
-                    let _ = outbox.send_message(&tally).await;
+                if let Some(sender) = sender
+                    && control.closed_loop.get()
+                    && !control.stop.get()
+                    && under_limit
+                {
+                    let _ = sender.send_message(&tally).await;
                 }
             }
             OP_PING => outbox.send_pong(frame.payload).await,
@@ -355,8 +396,8 @@ pub async fn receive_loop(
     }
 }
 
-/// Handles one text frame; true when it is a message of `me`'s own.
-fn on_text(text: &[u8], seen: &mut SeqTracker, tally: &Tally, me: u32) -> bool {
+/// Handles one text frame; the sender when it is a stamped message.
+fn on_text(text: &[u8], seen: &mut SeqTracker, tally: &Tally) -> Option<u32> {
     match wire::classify(text) {
         Incoming::Message(Some(stamp)) => {
             if seen.observe(stamp.sender, stamp.seq) {
@@ -366,21 +407,21 @@ fn on_text(text: &[u8], seen: &mut SeqTracker, tally: &Tally, me: u32) -> bool {
             } else {
                 bump(&tally.duplicates, 1);
             }
-            stamp.sender == me
+            Some(stamp.sender)
         }
         Incoming::Message(None) => {
             bump(&tally.unreadable, 1);
-            false
+            None
         }
         Incoming::UserLeft(user) => {
             tally.left.borrow_mut().insert(user.to_string());
-            false
+            None
         }
         Incoming::Error(code) => {
             tally.note_error(code);
-            false
+            None
         }
-        Incoming::UserList | Incoming::Other => false,
+        Incoming::UserList | Incoming::Other => None,
     }
 }
 

@@ -91,10 +91,31 @@ impl Stamp {
     }
 }
 
+/// The relay's two message shapes: `PROTOCOL.md`'s (`data`, upgrade on
+/// `/ws`) and the original relay's legacy one (`payload`, upgrade on `/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    V2,
+    Legacy,
+}
+
+impl Dialect {
+    /// The path a client of this dialect upgrades on.
+    pub fn path(self) -> &'static str {
+        match self {
+            Dialect::V2 => "/ws",
+            Dialect::Legacy => "/",
+        }
+    }
+}
+
 /// A `message` request whose content is `<stamp>.<filler>`: two base64
 /// segments, like an IV and a ciphertext. `filler` is a multiple of 4.
-pub fn message_request(stamp: Stamp, filler: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(br#"{"type":"message","data":{"content":""#);
+pub fn message_request(stamp: Stamp, filler: usize, dialect: Dialect, out: &mut Vec<u8>) {
+    out.extend_from_slice(match dialect {
+        Dialect::V2 => br#"{"type":"message","data":{"content":""#.as_slice(),
+        Dialect::Legacy => br#"{"type":"message","payload":{"encrypted":""#.as_slice(),
+    });
     stamp.encode(out);
     out.push(b'.');
     let pattern = b"c2VhbGVkIGNoYXQgdGV4dA";
@@ -103,10 +124,15 @@ pub fn message_request(stamp: Stamp, filler: usize, out: &mut Vec<u8>) {
 }
 
 /// A `join` request; the user's name is its id.
-pub fn join_request(room: &str, user: &str) -> String {
-    format!(
-        r#"{{"type":"join","data":{{"room":"{room}","user":{{"id":"{user}","name":"{user}","avatar":null}}}}}}"#
-    )
+pub fn join_request(room: &str, user: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::V2 => format!(
+            r#"{{"type":"join","data":{{"room":"{room}","user":{{"id":"{user}","name":"{user}","avatar":null}}}}}}"#
+        ),
+        Dialect::Legacy => format!(
+            r#"{{"type":"join","payload":{{"roomId":"{room}","userId":"{user}","username":"{user}"}}}}"#
+        ),
+    }
 }
 
 /// What a text frame from the relay is, as far as the generator cares.
@@ -159,8 +185,10 @@ pub fn classify(text: &[u8]) -> Incoming<'_> {
         std::str::from_utf8(b).unwrap_or("?")
     }
     match string_field(text, br#""type""#) {
+        // v2 carries the ciphertext as `content`; legacy as the payload itself.
         Some(b"message") => Incoming::Message(
             string_field(text, br#""content""#)
+                .or_else(|| string_field(text, br#""payload""#))
                 .and_then(|c| Stamp::decode(c.split(|&b| b == b'.').next()?)),
         ),
         Some(b"userList") => Incoming::UserList,
@@ -184,7 +212,7 @@ mod tests {
             seq: 77,
         };
         let mut req = Vec::new();
-        message_request(stamp, 40, &mut req);
+        message_request(stamp, 40, Dialect::V2, &mut req);
         let content = string_field(&req, br#""content""#).unwrap();
         let reply = format!(
             r#"{{"type":"message","id":"ab-1","user":{{"id":"u1","name":"u1","avatar":null}},"content":"{}","timestamp":"x"}}"#,
@@ -203,12 +231,38 @@ mod tests {
                 seq: 3,
             },
             30,
+            Dialect::V2,
             &mut req,
         );
         let content = string_field(&req, br#""content""#).unwrap();
         let segments: Vec<&[u8]> = content.split(|&b| b == b'.').collect();
         assert_eq!(segments.len(), 2);
         assert!(segments.iter().all(|s| s.len() % 4 == 0 && !s.is_empty()));
+    }
+
+    #[test]
+    fn legacy_messages_carry_the_stamp_as_the_payload() {
+        let stamp = Stamp {
+            sent_ns: 42,
+            sender: 7,
+            seq: 9,
+        };
+        let mut req = Vec::new();
+        message_request(stamp, 40, Dialect::Legacy, &mut req);
+        let encrypted = string_field(&req, br#""encrypted""#).unwrap();
+        let relayed = format!(
+            r#"{{"type":"message","payload":"{}"}}"#,
+            std::str::from_utf8(encrypted).unwrap()
+        );
+        assert_eq!(classify(relayed.as_bytes()), Incoming::Message(Some(stamp)));
+        assert_eq!(
+            classify(br#"{"type":"error","payload":{"code":"RATE_LIMITED","message":"m"}}"#),
+            Incoming::Error("RATE_LIMITED")
+        );
+        assert_eq!(
+            classify(br#"{"type":"userLeft","payload":{"userId":"u3"}}"#),
+            Incoming::UserLeft("u3")
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@ use super::{Lab, capacity_env, fanout::FILLER, measure, traffic_metrics, unlimit
 use crate::client::ConnectOptions;
 use crate::relay::Relay;
 use crate::traffic::{self, Seat};
+use crate::wire::Dialect;
 
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 2 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 
 pub async fn run(lab: &Lab<'_>) -> Result<(), String> {

@@ -10,10 +10,12 @@ use crate::client::{self, ConnectOptions, OP_CLOSE, Reader};
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Seat};
+use crate::wire::Dialect;
 
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 1 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 
 pub async fn run(lab: &Lab<'_>) -> Result<(), String> {

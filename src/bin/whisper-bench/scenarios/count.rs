@@ -10,6 +10,7 @@ use crate::client::ConnectOptions;
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Seat};
+use crate::wire::Dialect;
 
 /// Members of the one room (the sender included).
 const MEMBERS: u32 = 50;
@@ -19,27 +20,40 @@ const FILLER: usize = 32;
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 16 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 
-pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
+/// Runs with clients of `dialect` (legacy: the sender gets no echo, so each
+/// message makes `MEMBERS - 1` deliveries).
+pub async fn run(lab: &Lab<'_>, dialect: Dialect) -> Result<(), String> {
     let mut env = capacity_env(MEMBERS + 8, 4, MEMBERS);
     unlimited_rates(&mut env);
-    lab.with_relay(&env, async |relay: &mut Relay| deliver(lab, relay).await)
-        .await
+    lab.with_relay(&env, async |relay: &mut Relay| {
+        deliver(lab, relay, dialect).await
+    })
+    .await
 }
 
-async fn deliver(lab: &Lab<'_>, relay: &Relay) -> Result<(), String> {
+async fn deliver(lab: &Lab<'_>, relay: &Relay, dialect: Dialect) -> Result<(), String> {
     let n = u64::from(lab.params.count_messages);
     let seats = (0..MEMBERS)
         .map(|i| Seat {
             room: "count".into(),
             user: format!("u{i}"),
-            opts: OPTS,
+            opts: ConnectOptions { dialect, ..OPTS },
         })
         .collect();
     let joined =
         traffic::open_all(lab.ex, relay.addr, seats, lab.params.setup_limit(MEMBERS)).await?;
-    let crowd = traffic::start_receivers(lab.ex, joined, MEMBERS, FILLER);
+    let receivers = match dialect {
+        Dialect::V2 => MEMBERS,
+        Dialect::Legacy => MEMBERS - 1,
+    };
+    let crowd = traffic::start_receivers(lab.ex, joined, receivers, FILLER);
+    if dialect == Dialect::Legacy {
+        // No echo: the second member paces the sender.
+        crowd.outboxes[0].set_pacer(1);
+    }
     let (tally, control) = (crowd.tally.clone(), crowd.control.clone());
     control.closed_loop.set(true);
     control.limit.set(Some(n));
@@ -51,7 +65,7 @@ async fn deliver(lab: &Lab<'_>, relay: &Relay) -> Result<(), String> {
         tally.clone(),
         first,
     ));
-    let want = n * u64::from(MEMBERS);
+    let want = n * u64::from(receivers);
     let limit = lab.params.drain_limit * 20;
     let done = traffic::wait_for(limit, || tally.received.get() >= want).await;
     let secs = t0.elapsed().as_secs_f64();

@@ -7,16 +7,19 @@ use super::{Lab, capacity_env, measure, traffic_metrics, unlimited_rates};
 use crate::client::ConnectOptions;
 use crate::relay::Relay;
 use crate::traffic::{self, Seat};
+use crate::wire::Dialect;
 
 /// Members read a lot: a buffer that takes a full vectored write of the relay.
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 16 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 /// Filler characters per message: relayed frames of about 200 bytes.
 pub const FILLER: usize = 32;
 
-pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
+/// Runs both phases with clients of `dialect`.
+pub async fn run(lab: &Lab<'_>, dialect: Dialect) -> Result<(), String> {
     let p = lab.params;
     let mut env = capacity_env(
         p.fanout_rooms * p.fanout_members,
@@ -24,26 +27,39 @@ pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
         p.fanout_members,
     );
     unlimited_rates(&mut env);
-    lab.with_relay(&env, async |relay: &mut Relay| phases(lab, relay).await)
-        .await
+    lab.with_relay(&env, async |relay: &mut Relay| {
+        phases(lab, relay, dialect).await
+    })
+    .await
 }
 
-async fn phases(lab: &Lab<'_>, relay: &Relay) -> Result<(), String> {
+async fn phases(lab: &Lab<'_>, relay: &Relay, dialect: Dialect) -> Result<(), String> {
     let p = lab.params;
     let (rooms, members) = (p.fanout_rooms, p.fanout_members);
     let seats = (0..rooms * members)
         .map(|i| Seat {
             room: format!("fan{}", i % rooms),
             user: format!("u{i}"),
-            opts: OPTS,
+            opts: ConnectOptions { dialect, ..OPTS },
         })
         .collect();
     let joined =
         traffic::open_all(lab.ex, relay.addr, seats, p.setup_limit(rooms * members)).await?;
-    let crowd = traffic::start_receivers(lab.ex, joined, members, FILLER);
+    // A legacy sender gets no echo of its own messages.
+    let receivers = match dialect {
+        Dialect::V2 => members,
+        Dialect::Legacy => members - 1,
+    };
+    let crowd = traffic::start_receivers(lab.ex, joined, receivers, FILLER);
     let (tally, control) = (crowd.tally.clone(), crowd.control.clone());
     // Seat i joins room i % rooms: the first `rooms` seats cover each once.
     let senders = crowd.outboxes[..rooms as usize].to_vec();
+    if dialect == Dialect::Legacy {
+        // Without echoes, the room's next member paces the closed loop.
+        for (k, sender) in senders.iter().enumerate() {
+            sender.set_pacer(k as u32 + rooms);
+        }
+    }
     let readers = crowd.readers;
 
     let period = Duration::from_secs(1) / p.fanout_rate;

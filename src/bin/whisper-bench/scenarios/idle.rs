@@ -10,20 +10,24 @@ use crate::proc;
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Seat};
+use crate::wire::Dialect;
 
 /// Idle members read nothing after their `userList`: a small buffer will do.
 const OPTS: ConnectOptions = ConnectOptions {
     read_buffer: 512,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 /// Let the relay finish start-up before the first reading.
 const START_SETTLE: Duration = Duration::from_millis(200);
 
-pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
+/// Runs every idle set with clients of `dialect`.
+pub async fn run(lab: &Lab<'_>, dialect: Dialect) -> Result<(), String> {
+    let opts = ConnectOptions { dialect, ..OPTS };
     for &(conns, rooms) in &lab.params.idle_sets {
         let env = capacity_env(conns, rooms, conns.div_ceil(rooms));
         lab.with_relay(&env, async |relay: &mut Relay| {
-            hold(lab, relay, conns, rooms).await
+            hold(lab, relay, conns, rooms, opts).await
         })
         .await?;
     }
@@ -31,7 +35,13 @@ pub async fn run(lab: &Lab<'_>) -> Result<(), String> {
 }
 
 /// Opens `conns` members spread over `rooms`, holds them, reads RSS.
-async fn hold(lab: &Lab<'_>, relay: &Relay, conns: u32, rooms: u32) -> Result<(), String> {
+async fn hold(
+    lab: &Lab<'_>,
+    relay: &Relay,
+    conns: u32,
+    rooms: u32,
+    opts: ConnectOptions,
+) -> Result<(), String> {
     let name = |s: &str| format!("n={conns} {s}");
     Timer::after(START_SETTLE).await;
     let before = proc::memory(relay.pid).map_err(|e| format!("reading relay memory: {e}"))?;
@@ -39,7 +49,7 @@ async fn hold(lab: &Lab<'_>, relay: &Relay, conns: u32, rooms: u32) -> Result<()
         .map(|i| Seat {
             room: format!("idle{}", i % rooms),
             user: format!("u{i}"),
-            opts: OPTS,
+            opts,
         })
         .collect();
     let t0 = Instant::now();

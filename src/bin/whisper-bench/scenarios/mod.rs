@@ -1,14 +1,17 @@
 //! The scenarios, and what they share: a fresh relay per run, measured
 //! traffic phases, and the relay's own counters from `/health`.
 
+mod burst;
 mod chatty;
 mod churn;
+mod closes;
 mod count;
 mod fanout;
 mod floor;
 mod idle;
 mod slowloris;
 mod storm;
+mod wifi;
 mod worst;
 
 use std::cell::RefCell;
@@ -23,45 +26,77 @@ use crate::proc::{self, Sample};
 use crate::relay::{Launcher, Relay};
 use crate::report::{Metric, Run};
 use crate::traffic::{self, Control, Tally};
+use crate::wire::Dialect;
 
 /// The scenarios, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     Floor,
     Idle,
+    /// `idle` with legacy clients (upgraded on `/`, `payload` frames).
+    IdleLegacy,
     Fanout,
+    /// `fanout` with legacy clients: no echo to the sender.
+    FanoutLegacy,
     Chatty,
     Churn,
     WorstCase,
+    Burst,
+    Wifi,
+    Closes,
     Storm,
     Slowloris,
     /// Not in `ALL`: runs only when named.
     Count,
+    /// `count` with legacy clients; only when named.
+    CountLegacy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Floor,
         Scenario::Idle,
+        Scenario::IdleLegacy,
         Scenario::Fanout,
+        Scenario::FanoutLegacy,
         Scenario::Chatty,
         Scenario::Churn,
         Scenario::WorstCase,
+        Scenario::Burst,
+        Scenario::Wifi,
+        Scenario::Closes,
         Scenario::Storm,
         Scenario::Slowloris,
     ];
 
+    /// The name `--only` takes.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Floor => "floor",
             Scenario::Idle => "idle",
+            Scenario::IdleLegacy => "idle-legacy",
             Scenario::Fanout => "fanout",
+            Scenario::FanoutLegacy => "fanout-legacy",
             Scenario::Chatty => "chatty",
             Scenario::Churn => "churn",
             Scenario::WorstCase => "worst-case",
+            Scenario::Burst => "burst",
+            Scenario::Wifi => "wifi",
+            Scenario::Closes => "closes",
             Scenario::Storm => "storm",
             Scenario::Slowloris => "slowloris",
             Scenario::Count => "count",
+            Scenario::CountLegacy => "count-legacy",
+        }
+    }
+
+    /// The name in the figures table and the JSON document.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::IdleLegacy => "idle (legacy)",
+            Scenario::FanoutLegacy => "fanout (legacy)",
+            Scenario::CountLegacy => "count (legacy)",
+            other => other.name(),
         }
     }
 
@@ -70,7 +105,11 @@ impl Scenario {
         let Some(names) = only else {
             return Ok(Scenario::ALL.to_vec());
         };
-        let known = || Scenario::ALL.into_iter().chain([Scenario::Count]);
+        let known = || {
+            Scenario::ALL
+                .into_iter()
+                .chain([Scenario::Count, Scenario::CountLegacy])
+        };
         if let Some(bad) = names
             .iter()
             .find(|n| !known().any(|s| s.name() == n.as_str()))
@@ -157,14 +196,20 @@ pub fn run(
     let result = smol::block_on(ex.run(async {
         match scenario {
             Scenario::Floor => floor::run(&lab).await,
-            Scenario::Idle => idle::run(&lab).await,
-            Scenario::Fanout => fanout::run(&lab).await,
+            Scenario::Idle => idle::run(&lab, Dialect::V2).await,
+            Scenario::IdleLegacy => idle::run(&lab, Dialect::Legacy).await,
+            Scenario::Fanout => fanout::run(&lab, Dialect::V2).await,
+            Scenario::FanoutLegacy => fanout::run(&lab, Dialect::Legacy).await,
             Scenario::Chatty => chatty::run(&lab).await,
             Scenario::Churn => churn::run(&lab).await,
             Scenario::WorstCase => worst::run(&lab).await,
+            Scenario::Burst => burst::run(&lab).await,
+            Scenario::Wifi => wifi::run(&lab).await,
+            Scenario::Closes => closes::run(&lab).await,
+            Scenario::Count => count::run(&lab, Dialect::V2).await,
+            Scenario::CountLegacy => count::run(&lab, Dialect::Legacy).await,
             Scenario::Storm => storm::run(&lab).await,
             Scenario::Slowloris => slowloris::run(&lab).await,
-            Scenario::Count => count::run(&lab).await,
         }
     }));
     let mut run = lab.run.into_inner();

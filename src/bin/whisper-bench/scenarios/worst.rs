@@ -12,16 +12,19 @@ use crate::proc;
 use crate::relay::Relay;
 use crate::report::Metric;
 use crate::traffic::{self, Joined, Seat, Tally};
+use crate::wire::Dialect;
 
 /// Readers take a frame or two per read.
 const READER: ConnectOptions = ConnectOptions {
     read_buffer: 4 << 10,
     rcvbuf: None,
+    dialect: Dialect::V2,
 };
 /// Non-readers advertise a tiny window, so the relay's queue for them fills.
 const NON_READER: ConnectOptions = ConnectOptions {
     read_buffer: 512,
     rcvbuf: Some(2048),
+    dialect: Dialect::V2,
 };
 /// Filler characters per message: frames of about 2 KiB, large enough for
 /// a non-reader to stall its room's log within a few seconds.

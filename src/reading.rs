@@ -1,0 +1,374 @@
+//! Memory for reading client frames, bounded across the whole process.
+//!
+//! tungstenite keeps one read buffer per connection and grows it to the
+//! largest frame it has read; left alone, every connection could pin a
+//! buffer of the largest message size, and a client that sends half a large
+//! message and stops would pin it for good. Two rules keep that small:
+//!
+//! - A frame that does not fit in one read chunk, and every fragment of a
+//!   fragmented message, is read only while it holds a share of one
+//!   process-wide [`ReadBudget`]; a connection waiting for a share is simply
+//!   not read (its bytes wait in the kernel).
+//! - Reads stop exactly at the end of such a frame, so when it completes a
+//!   message tungstenite holds nothing else: the session then replaces
+//!   tungstenite's state, and with it the grown buffer, by a fresh one.
+//!
+//! [`FrameTracker`] follows the frame boundaries of the bytes handed to
+//! tungstenite; it only reads lengths and flags, never payload.
+
+use std::task::Waker;
+
+/// Frames whose payload is at most this many bytes are read without a share
+/// of the budget: they fit in tungstenite's normal read chunk.
+pub const SMALL_FRAME: u64 = 256;
+
+/// The process-wide allowance for frames being read that need more than a
+/// read chunk.
+pub struct ReadBudget {
+    free: usize,
+    capacity: usize,
+    /// Tasks waiting for a share; woken whenever one is returned.
+    waiters: Vec<Waker>,
+}
+
+impl ReadBudget {
+    /// A budget of at least 2 MiB, and at least four messages of the largest
+    /// size, so any single message can always be read.
+    pub fn new(max_message: usize) -> ReadBudget {
+        let capacity = (2 << 20).max(4 * max_message);
+        ReadBudget {
+            free: capacity,
+            capacity,
+            waiters: Vec::new(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes handed out now.
+    pub fn in_use(&self) -> usize {
+        self.capacity - self.free
+    }
+
+    /// Takes `n` bytes, or registers `waker` to be woken when bytes return.
+    pub fn try_take(&mut self, n: usize, waker: &Waker) -> bool {
+        if n <= self.free {
+            self.free -= n;
+            return true;
+        }
+        if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+            self.waiters.push(waker.clone());
+        }
+        false
+    }
+
+    /// Returns `n` bytes and wakes everyone waiting (the first to run wins).
+    pub fn give_back(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.free += n;
+        debug_assert!(self.free <= self.capacity);
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+        if self.waiters.capacity() > 64 {
+            self.waiters = Vec::new();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    /// Reading a frame header; this many bytes of it are in `header`.
+    Header(u8),
+    /// Inside a payload; this many bytes of it are still to come.
+    Payload(u64),
+}
+
+/// Follows frame boundaries in the byte stream handed to tungstenite.
+#[derive(Debug)]
+pub struct FrameTracker {
+    position: Position,
+    header: [u8; 14],
+    /// Largest frame payload tungstenite accepts: larger ones are refused
+    /// by it as soon as it reads the header, so they need no share.
+    max_frame: u64,
+    /// The current frame counts against the budget.
+    shared: bool,
+    /// The current frame completes a message that counts against the budget.
+    completes_message: bool,
+    /// Bytes to take from the budget before anything more is read.
+    owed: usize,
+    /// Bytes of the budget held: the current frame's share and, in a
+    /// fragmented message, the shares of its earlier fragments.
+    held: usize,
+    /// A data frame without FIN was seen and its final fragment was not.
+    fragmented: bool,
+    /// The last byte observed ended a frame that completed a message which
+    /// counted against the budget: tungstenite holds nothing more, and its
+    /// state may be replaced.
+    fresh: bool,
+}
+
+impl FrameTracker {
+    pub fn new(max_frame: u64) -> FrameTracker {
+        FrameTracker {
+            position: Position::Header(0),
+            header: [0; 14],
+            max_frame,
+            shared: false,
+            completes_message: false,
+            owed: 0,
+            held: 0,
+            fragmented: false,
+            fresh: false,
+        }
+    }
+
+    /// The share to take from the budget before the next read.
+    pub fn share_needed(&self) -> Option<usize> {
+        (self.owed > 0).then_some(self.owed)
+    }
+
+    /// The share was taken.
+    pub fn granted(&mut self) {
+        self.held += std::mem::take(&mut self.owed);
+    }
+
+    /// Bytes of the budget held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// At most how many bytes the next read may take: up to the end of a
+    /// frame that counts against the budget, so that nothing past it is read.
+    pub fn read_limit(&self) -> Option<usize> {
+        match self.position {
+            Position::Payload(rest) if self.shared && rest > 0 => {
+                Some(rest.min(usize::MAX as u64) as usize)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether tungstenite's state may be replaced now (see the module
+    /// documentation); true once per such message.
+    pub fn take_fresh(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Follows `bytes`, just handed to tungstenite. Returns the bytes of the
+    /// budget to give back (messages that ended).
+    #[must_use]
+    pub fn observe(&mut self, mut bytes: &[u8]) -> usize {
+        let mut released = 0;
+        if !bytes.is_empty() {
+            self.fresh = false;
+        }
+        while !bytes.is_empty() {
+            match self.position {
+                Position::Header(have) => {
+                    let have = have as usize;
+                    self.header[have] = bytes[0];
+                    bytes = &bytes[1..];
+                    let have = have + 1;
+                    match self.header_len(have) {
+                        Some(len) if len == have => self.start_payload(),
+                        _ => self.position = Position::Header(have as u8),
+                    }
+                }
+                Position::Payload(rest) => {
+                    let take = rest.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.position = Position::Payload(rest - take);
+                }
+            }
+            if self.position == Position::Payload(0) {
+                let completes = self.completes_message;
+                released += self.end_frame();
+                self.fresh = completes && bytes.is_empty();
+            }
+        }
+        released
+    }
+
+    /// The full header length, once enough of it is known to tell.
+    fn header_len(&self, have: usize) -> Option<usize> {
+        if have < 2 {
+            return None;
+        }
+        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+        let ext = match self.header[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        Some(2 + ext + mask)
+    }
+
+    fn start_payload(&mut self) {
+        let h = &self.header;
+        let len = match h[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+            127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
+            n => u64::from(n),
+        };
+        let fin = h[0] & 0x80 != 0;
+        let opcode = h[0] & 0x0f;
+        let data = opcode <= 2;
+        let in_fragments = data && (opcode == 0 || !fin);
+        self.shared = data && len <= self.max_frame && (len > SMALL_FRAME || in_fragments);
+        if opcode == 1 || opcode == 2 {
+            self.fragmented = !fin;
+        } else if opcode == 0 && fin {
+            self.fragmented = false;
+        }
+        self.completes_message = self.shared && fin;
+        if self.shared {
+            self.owed += len as usize;
+        }
+        self.position = Position::Payload(len);
+    }
+
+    /// A frame ended: when it completed its message, the message's shares
+    /// are given back (and any share still owed is forgiven).
+    fn end_frame(&mut self) -> usize {
+        self.position = Position::Header(0);
+        let mut released = 0;
+        if self.shared && !self.fragmented {
+            released = std::mem::take(&mut self.held);
+            self.owed = 0;
+        }
+        self.shared = false;
+        self.completes_message = false;
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        match len {
+            0..=125 => out.push(0x80 | len as u8),
+            126..=65535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        out.extend(std::iter::repeat_n(b'a', len));
+        out
+    }
+
+    #[test]
+    fn small_frames_need_no_share_and_are_never_limited() {
+        let mut t = FrameTracker::new(10_240);
+        let bytes: Vec<u8> = [frame(true, 1, 100), frame(true, 9, 0), frame(true, 1, 256)].concat();
+        // Byte by byte or all at once: the same result.
+        for chunk in bytes.chunks(7) {
+            assert_eq!(t.observe(chunk), 0);
+            assert_eq!((t.share_needed(), t.read_limit()), (None, None));
+        }
+        assert!(!t.take_fresh());
+    }
+
+    #[test]
+    fn a_large_frame_waits_for_its_share_and_reads_stop_at_its_end() {
+        let mut t = FrameTracker::new(10_240);
+        let f = frame(true, 1, 5000);
+        assert_eq!(t.observe(&f[..100]), 0);
+        assert_eq!(t.share_needed(), Some(5000));
+        t.granted();
+        assert_eq!(t.share_needed(), None);
+        assert_eq!(t.held(), 5000);
+        let rest = f.len() - 100;
+        assert_eq!(t.read_limit(), Some(rest));
+        assert_eq!(t.observe(&f[100..]), 5000);
+        assert_eq!((t.held(), t.read_limit()), (0, None));
+        assert!(t.take_fresh());
+        assert!(!t.take_fresh(), "once");
+    }
+
+    #[test]
+    fn a_fragmented_message_holds_its_shares_until_the_final_fragment() {
+        let mut t = FrameTracker::new(10_240);
+        let mut released = 0;
+        for (i, f) in [
+            frame(false, 1, 100),
+            frame(true, 10, 4),
+            frame(false, 0, 3000),
+            frame(true, 0, 50),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let header = if f[1] & 0x7f == 126 { 8 } else { 6 };
+            released += t.observe(&f[..header]);
+            let control = i == 1;
+            assert_eq!(t.share_needed().is_none(), control, "fragment {i}");
+            if !control {
+                t.granted();
+            }
+            released += t.observe(&f[header..]);
+            if i < 3 {
+                assert_eq!(released, 0, "nothing returned before the final fragment");
+            }
+        }
+        assert_eq!(released, 3150);
+        assert_eq!(t.held(), 0);
+        assert!(t.take_fresh());
+    }
+
+    #[test]
+    fn oversize_and_control_frames_need_no_share() {
+        let mut t = FrameTracker::new(1000);
+        let _ = t.observe(&frame(true, 1, 2000)[..14]);
+        assert_eq!(
+            t.share_needed(),
+            None,
+            "tungstenite refuses it from the header"
+        );
+        let mut t = FrameTracker::new(1000);
+        let _ = t.observe(&frame(true, 9, 125)[..6]);
+        assert_eq!(t.share_needed(), None);
+    }
+
+    #[test]
+    fn the_budget_wakes_waiters_when_shares_return() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut b = ReadBudget::new(1 << 20);
+        assert_eq!(b.capacity(), 4 << 20);
+        assert!(b.try_take(3 << 20, &waker));
+        assert!(!b.try_take(2 << 20, &waker));
+        assert!(!b.try_take(2 << 20, &waker));
+        assert_eq!(b.in_use(), 3 << 20);
+        b.give_back(3 << 20);
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "one registration per task"
+        );
+        assert!(b.try_take(2 << 20, &waker));
+    }
+}
