@@ -15,8 +15,12 @@ pub mod handshake;
 pub mod http;
 #[path = "../../src/limits.rs"]
 pub mod limits;
+#[path = "../../src/outbound.rs"]
+pub mod outbound;
 #[path = "../../src/protocol.rs"]
 pub mod protocol;
+#[path = "../../src/reading.rs"]
+pub mod reading;
 #[path = "../../src/rooms.rs"]
 pub mod rooms;
 #[path = "../../src/session.rs"]
