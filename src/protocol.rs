@@ -915,7 +915,10 @@ mod tests {
         let mut out = Vec::new();
         write_error_json(&mut out, text, text);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
-        assert_eq!((v["code"].as_str(), v["message"].as_str()), (Some(text), Some(text)));
+        assert_eq!(
+            (v["code"].as_str(), v["message"].as_str()),
+            (Some(text), Some(text))
+        );
         out.clear();
         write_error_json(&mut out, "NOT_FOUND", "no such path");
         assert_eq!(
