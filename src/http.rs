@@ -187,6 +187,23 @@ pub struct Snapshot {
     pub strikes_total: u64,
     pub ip_blocks_total: u64,
     pub stats: crate::rooms::Stats,
+    /// The HTTP phase (`/metrics` only).
+    pub http: HttpPhase,
+}
+
+/// The HTTP phase's table and what ended connections in it early.
+#[derive(Debug, Clone, Default)]
+pub struct HttpPhase {
+    /// Connections whose request head is being read now.
+    pub pending: u32,
+    /// Refused on accept: their IP's share of the table was used (429).
+    pub refused_per_ip: u64,
+    /// Evicted from a full table (408).
+    pub evicted: u64,
+    /// Heads arriving below the minimum rate (408).
+    pub too_slow: u64,
+    /// Heads not complete within `HANDSHAKE_TIMEOUT_SECS` (408).
+    pub timed_out: u64,
 }
 
 /// The `/health` JSON body.
@@ -383,6 +400,20 @@ whisper_rejected_connections_total{{reason=\"origin_not_allowed\"}} {}\n",
         st.rejected_too_many_connections,
         st.rejected_server_full,
         st.rejected_origin
+    );
+    let h = &s.http;
+    let _ = write!(
+        out,
+        "# HELP whisper_http_pending Connections whose request head is being read.\n\
+# TYPE whisper_http_pending gauge\n\
+whisper_http_pending {}\n\
+# HELP whisper_http_ended_total Connections ended in their HTTP phase, by reason.\n\
+# TYPE whisper_http_ended_total counter\n\
+whisper_http_ended_total{{reason=\"ip_share\"}} {}\n\
+whisper_http_ended_total{{reason=\"evicted\"}} {}\n\
+whisper_http_ended_total{{reason=\"too_slow\"}} {}\n\
+whisper_http_ended_total{{reason=\"timeout\"}} {}\n",
+        h.pending, h.refused_per_ip, h.evicted, h.too_slow, h.timed_out
     );
     let _ = write!(
         out,

@@ -61,6 +61,8 @@ struct Shared {
     /// Answered connections waiting for the client to close (at most
     /// `HTTP_PENDING_LIMIT` wait; past that they close at once).
     lingering: Cell<u32>,
+    /// Counters for `/metrics` (`pending` is filled in by `snapshot`).
+    http_phase: RefCell<http::HttpPhase>,
 }
 
 /// A slot in the HTTP-phase table; dropping it frees the slot and the IP's count.
@@ -102,6 +104,7 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
         pending: RefCell::new(Vec::new()),
         freed: smol::channel::bounded(1),
         lingering: Cell::new(0),
+        http_phase: RefCell::new(http::HttpPhase::default()),
     });
     smol::block_on(ex.run(serve(shared, listener, signals)))
 }
@@ -225,6 +228,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'
         let task_shared = shared.clone();
         if !counted {
             log::debug!("{ip}: too many connections in their HTTP phase");
+            shared.http_phase.borrow_mut().refused_per_ip += 1;
             shared
                 .ex
                 .spawn(async move {
@@ -297,6 +301,7 @@ async fn make_room(shared: &Shared) {
                 .borrow_mut()
                 .retain(|p| !Rc::ptr_eq(p, &stalest));
             let _ = stalest.evict.try_send(());
+            shared.http_phase.borrow_mut().evicted += 1;
             return;
         }
         let wait = Duration::from_micros(EVICT_IDLE_MICROS - idle);
@@ -472,6 +477,10 @@ fn snapshot(shared: &Shared) -> Snapshot {
         strikes_total: hub.ips.strikes_total,
         ip_blocks_total: hub.ips.blocks_total,
         stats: hub.stats.clone(),
+        http: http::HttpPhase {
+            pending: shared.pending.borrow().len() as u32,
+            ..shared.http_phase.borrow().clone()
+        },
     }
 }
 
@@ -507,6 +516,7 @@ async fn handle_http(
         |message: &str, extra: &str| http::error_response(408, "REQUEST_TIMEOUT", message, extra);
     let (req, leftover) = match head {
         Err(HeadError::Timeout) => {
+            shared.http_phase.borrow_mut().timed_out += 1;
             respond(
                 shared,
                 sock,
@@ -516,6 +526,7 @@ async fn handle_http(
             return None;
         }
         Err(HeadError::TooSlow) => {
+            shared.http_phase.borrow_mut().too_slow += 1;
             let body = timeout("request head arriving too slowly", "");
             respond(shared, sock, &body).await;
             return None;

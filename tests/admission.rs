@@ -41,6 +41,15 @@ fn connect_from(src: Ipv4Addr, port: u16, nonblocking: bool) -> std::io::Result<
     Ok(TcpStream::from(fd))
 }
 
+/// A sample of `/metrics`, e.g. `whisper_http_ended_total{reason="evicted"}`.
+fn metric(port: u16, sample: &str) -> u64 {
+    let r = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics"))
+}
+
 fn addr(n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + n)
 }
@@ -294,6 +303,10 @@ fn pending_cap_per_ip_is_configurable_and_answers_429() {
     let mut buf = Vec::new();
     let _ = other.read_to_end(&mut buf);
     assert_eq!(parse_response(&buf).status, 200);
+    assert_eq!(
+        metric(srv.port, r#"whisper_http_ended_total{reason="ip_share"}"#),
+        1
+    );
     held.clear();
 }
 
@@ -326,6 +339,7 @@ fn a_full_table_evicts_the_stalest_connection_with_408() {
     assert_eq!(r.status, 408, "{r:?}");
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
     silent.clear();
+    assert!(metric(srv.port, r#"whisper_http_ended_total{reason="evicted"}"#) >= 1);
 }
 
 /// An attacker's connection: trickles a request head that never ends.
@@ -472,5 +486,10 @@ fn a_trickled_head_is_closed_by_the_rate_rule_with_408() {
     let r = parse_response(&got);
     assert_eq!(r.status, 408, "{r:?}");
     assert!(r.body.contains("too slowly"), "{r:?}");
+    assert_eq!(
+        metric(srv.port, r#"whisper_http_ended_total{reason="too_slow"}"#),
+        1
+    );
+    assert_eq!(metric(srv.port, "whisper_http_pending"), 0);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
