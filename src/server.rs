@@ -317,6 +317,7 @@ async fn make_room(shared: &Shared) {
 
 enum HeadError {
     TooLarge,
+    TooManyHeaders,
     Malformed,
     Closed,
     /// Not complete within `HANDSHAKE_TIMEOUT_SECS`.
@@ -396,7 +397,10 @@ async fn read_head(
             if end > http::MAX_HEAD_BYTES {
                 return Err(HeadError::TooLarge);
             }
-            let req = http::parse_head(&buf[..end]).ok_or(HeadError::Malformed)?;
+            let req = http::parse_head(&buf[..end]).map_err(|e| match e {
+                http::HeadError::TooManyHeaders => HeadError::TooManyHeaders,
+                http::HeadError::Malformed => HeadError::Malformed,
+            })?;
             return Ok((req, buf[end..].to_vec()));
         }
         if buf.len() > http::MAX_HEAD_BYTES {
@@ -543,6 +547,16 @@ async fn handle_http(
         Err(HeadError::TooLarge) => {
             let body =
                 http::error_response(431, "HEADERS_TOO_LARGE", "request head exceeds 8 KiB", "");
+            respond(shared, sock, &body).await;
+            return None;
+        }
+        Err(HeadError::TooManyHeaders) => {
+            let body = http::error_response(
+                431,
+                "HEADERS_TOO_LARGE",
+                &format!("more than {} header lines", http::MAX_HEADERS),
+                "",
+            );
             respond(shared, sock, &body).await;
             return None;
         }
