@@ -50,34 +50,50 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
+/// Most header lines a head may have (hyper's default is 100; browsers send
+/// about 20). More is answered like an oversized head (431).
+pub const MAX_HEADERS: usize = 128;
+
+/// Why a complete head was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not a well-formed HTTP/1.0 or 1.1 request head.
+    Malformed,
+    /// More than [`MAX_HEADERS`] header lines.
+    TooManyHeaders,
+}
+
 /// Parses a complete request head (up to and including its blank line) with
-/// `httparse`, the parser hyper uses. `None` for anything malformed. On top of
-/// HTTP's grammar the relay requires an upper-case method, an origin-form
-/// target (`/...`) and UTF-8 header values. Any number of header lines fits:
-/// the slots are sized by counting line ends (the head is at most 8 KiB).
-pub fn parse_head(head: &[u8]) -> Option<Request> {
-    let lines = head.iter().filter(|&&b| b == b'\n').count();
-    let mut slots = vec![httparse::EMPTY_HEADER; lines];
+/// `httparse`, the parser hyper uses, into slots on the stack (4 KiB). On top
+/// of HTTP's grammar the relay requires an upper-case method, an origin-form
+/// target (`/...`) and UTF-8 header values.
+pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
     match parsed.parse(head) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        _ => return None,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        _ => return Err(HeadError::Malformed),
     }
-    let method = parsed.method?;
-    let version_minor = parsed.version?;
+    let bad = HeadError::Malformed;
+    let (Some(method), Some(target), Some(version_minor)) =
+        (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(bad);
+    };
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return None;
+        return Err(bad);
     }
-    let path = parsed.path?.split(['?', '#']).next()?;
+    let path = target.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
-        return None;
+        return Err(bad);
     }
     let mut headers = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let value = std::str::from_utf8(h.value).ok()?;
+        let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?;
         headers.push((h.name.to_string(), value.trim().to_string()));
     }
-    Some(Request {
+    Ok(Request {
         method: method.to_string(),
         path: path.to_string(),
         version_minor,
@@ -193,6 +209,23 @@ pub struct Snapshot {
     pub rss_bytes: u64,
     pub memory_bound_bytes: u64,
     pub stats: crate::rooms::Stats,
+    /// The HTTP phase (`/metrics` only).
+    pub http: HttpPhase,
+}
+
+/// The HTTP phase's table and what ended connections in it early.
+#[derive(Debug, Clone, Default)]
+pub struct HttpPhase {
+    /// Connections whose request head is being read now.
+    pub pending: u32,
+    /// Refused on accept: their IP's share of the table was used (429).
+    pub refused_per_ip: u64,
+    /// Evicted from a full table (408).
+    pub evicted: u64,
+    /// Heads arriving below the minimum rate (408).
+    pub too_slow: u64,
+    /// Heads not complete within `HANDSHAKE_TIMEOUT_SECS` (408).
+    pub timed_out: u64,
 }
 
 /// The `/health` JSON body.
@@ -392,6 +425,20 @@ whisper_rejected_connections_total{{reason=\"origin_not_allowed\"}} {}\n",
         st.rejected_server_full,
         st.rejected_origin
     );
+    let h = &s.http;
+    let _ = write!(
+        out,
+        "# HELP whisper_http_pending Connections whose request head is being read.\n\
+# TYPE whisper_http_pending gauge\n\
+whisper_http_pending {}\n\
+# HELP whisper_http_ended_total Connections ended in their HTTP phase, by reason.\n\
+# TYPE whisper_http_ended_total counter\n\
+whisper_http_ended_total{{reason=\"ip_share\"}} {}\n\
+whisper_http_ended_total{{reason=\"evicted\"}} {}\n\
+whisper_http_ended_total{{reason=\"too_slow\"}} {}\n\
+whisper_http_ended_total{{reason=\"timeout\"}} {}\n",
+        h.pending, h.refused_per_ip, h.evicted, h.too_slow, h.timed_out
+    );
     let _ = write!(
         out,
         "# HELP whisper_connections Open WebSocket connections by dialect.\n\
@@ -433,8 +480,9 @@ mod tests {
             b"GET / HTTP/1.1\r\nA B: c\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\nextra",
         ] {
-            assert!(
-                parse_head(raw).is_none(),
+            assert_eq!(
+                parse_head(raw).err(),
+                Some(HeadError::Malformed),
                 "{:?}",
                 String::from_utf8_lossy(raw)
             );
@@ -442,13 +490,27 @@ mod tests {
     }
 
     #[test]
-    fn many_headers_and_http_1_0() {
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..500 {
-            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
-        }
-        raw.extend_from_slice(b"\r\n");
-        assert_eq!(parse_head(&raw).unwrap().headers("x-499").count(), 1);
+    fn header_count_limit_and_http_1_0() {
+        let head = |n: usize| {
+            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..n {
+                raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw
+        };
+        let last = format!("x-{}", MAX_HEADERS - 1);
+        assert_eq!(
+            parse_head(&head(MAX_HEADERS))
+                .unwrap()
+                .headers(&last)
+                .count(),
+            1
+        );
+        assert_eq!(
+            parse_head(&head(MAX_HEADERS + 1)).err(),
+            Some(HeadError::TooManyHeaders)
+        );
         let ok = b"HEAD /health?x HTTP/1.0\r\nHost: a\r\n\r\n";
         let req = parse_head(ok).unwrap();
         assert_eq!(

@@ -31,7 +31,7 @@ working directory for variables the environment leaves unset:
     HOST                                 listen address          [0.0.0.0]
     PORT                                 listen port (0: any)    [8080]
     HANDSHAKE_TIMEOUT_SECS               HTTP head deadline      [10]
-    HTTP_PENDING_LIMIT                   connections in HTTP phase [256]
+    HTTP_PENDING_LIMIT                   HTTP-phase connections  [256]
     HTTP_PENDING_LIMIT_PER_IP            of those per client IP  [16]
     RATE_LIMIT_MESSAGE_LIMIT             message+reaction / min  [30]
     RATE_LIMIT_JOIN_LIMIT                join / min              [5]

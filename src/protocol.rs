@@ -694,11 +694,13 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
-/// `{"type":"error","code":..,"message":..}` as JSON text.
+/// `{"type":"error","code":..,"message":..}` as JSON text. Both strings are
+/// escaped: the codes are constants today, but valid JSON must not depend on
+/// that (found by the `protocol` fuzz target with a client's `type` as code).
 pub fn write_error_json(out: &mut Vec<u8>, code: &str, message: &str) {
-    out.extend_from_slice(b"{\"type\":\"error\",\"code\":\"");
-    out.extend_from_slice(code.as_bytes());
-    out.extend_from_slice(b"\",\"message\":");
+    out.extend_from_slice(b"{\"type\":\"error\",\"code\":");
+    push_json_string(out, code);
+    out.extend_from_slice(b",\"message\":");
     push_json_string(out, message);
     out.push(b'}');
 }
@@ -905,6 +907,25 @@ pub fn write_reaction(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_json_is_valid_whatever_the_code() {
+        // The input the protocol fuzz target found (its `type` used as the code).
+        let text = r#"{"type":"leave[[[!\\^\\\tyr\\\\\t'pe"}"#;
+        let mut out = Vec::new();
+        write_error_json(&mut out, text, text);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(
+            (v["code"].as_str(), v["message"].as_str()),
+            (Some(text), Some(text))
+        );
+        out.clear();
+        write_error_json(&mut out, "NOT_FOUND", "no such path");
+        assert_eq!(
+            out,
+            br#"{"type":"error","code":"NOT_FOUND","message":"no such path"}"#
+        );
+    }
 
     #[test]
     fn ids() {

@@ -61,6 +61,8 @@ struct Shared {
     /// Answered connections waiting for the client to close (at most
     /// `HTTP_PENDING_LIMIT` wait; past that they close at once).
     lingering: Cell<u32>,
+    /// Counters for `/metrics` (`pending` is filled in by `snapshot`).
+    http_phase: RefCell<http::HttpPhase>,
 }
 
 /// A slot in the HTTP-phase table; dropping it frees the slot and the IP's count.
@@ -102,6 +104,7 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
         pending: RefCell::new(Vec::new()),
         freed: smol::channel::bounded(1),
         lingering: Cell::new(0),
+        http_phase: RefCell::new(http::HttpPhase::default()),
     });
     smol::block_on(ex.run(serve(shared, listener, signals)))
 }
@@ -194,9 +197,10 @@ async fn serve(
 /// Accepts until it is dropped (the shutdown path drops it, closing the listener).
 ///
 /// Every accepted connection gets an answer. While the HTTP-phase table is
-/// full, new connections wait in the kernel's accept queue (`make_room`); a
-/// client IP with `HTTP_PENDING_LIMIT_PER_IP` connections in the table gets
-/// `429 TOO_MANY_PENDING` with `Retry-After` (trusted proxies are exempt).
+/// full, new connections wait in the kernel's accept queue (`make_room`).
+/// Once the table is half full, a client IP with `HTTP_PENDING_LIMIT_PER_IP`
+/// connections in it gets `429 TOO_MANY_PENDING` with `Retry-After`
+/// (trusted proxies are exempt).
 async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'static str {
     loop {
         make_room(&shared).await;
@@ -213,15 +217,18 @@ async fn accept_loop(shared: Rc<Shared>, listener: async_net::TcpListener) -> &'
         let sock: Arc<Async<TcpStream>> = stream.into();
         let now = clock::now_micros();
         let exempt = shared.cfg.trusted_proxies.contains(&ip);
-        let counted = exempt
-            || shared
-                .hub
-                .borrow_mut()
-                .ips
-                .begin_pending(ip, shared.cfg.pending_limit_per_ip, now);
+        // The per-IP share binds once the table is half full: a burst from
+        // one address (a NAT, a restart) uses the free room until then.
+        let share = if shared.pending.borrow().len() * 2 >= shared.cfg.pending_limit as usize {
+            shared.cfg.pending_limit_per_ip
+        } else {
+            u32::MAX
+        };
+        let counted = exempt || shared.hub.borrow_mut().ips.begin_pending(ip, share, now);
         let task_shared = shared.clone();
         if !counted {
             log::debug!("{ip}: too many connections in their HTTP phase");
+            shared.http_phase.borrow_mut().refused_per_ip += 1;
             shared
                 .ex
                 .spawn(async move {
@@ -294,6 +301,7 @@ async fn make_room(shared: &Shared) {
                 .borrow_mut()
                 .retain(|p| !Rc::ptr_eq(p, &stalest));
             let _ = stalest.evict.try_send(());
+            shared.http_phase.borrow_mut().evicted += 1;
             return;
         }
         let wait = Duration::from_micros(EVICT_IDLE_MICROS - idle);
@@ -309,6 +317,7 @@ async fn make_room(shared: &Shared) {
 
 enum HeadError {
     TooLarge,
+    TooManyHeaders,
     Malformed,
     Closed,
     /// Not complete within `HANDSHAKE_TIMEOUT_SECS`.
@@ -388,7 +397,10 @@ async fn read_head(
             if end > http::MAX_HEAD_BYTES {
                 return Err(HeadError::TooLarge);
             }
-            let req = http::parse_head(&buf[..end]).ok_or(HeadError::Malformed)?;
+            let req = http::parse_head(&buf[..end]).map_err(|e| match e {
+                http::HeadError::TooManyHeaders => HeadError::TooManyHeaders,
+                http::HeadError::Malformed => HeadError::Malformed,
+            })?;
             return Ok((req, buf[end..].to_vec()));
         }
         if buf.len() > http::MAX_HEAD_BYTES {
@@ -471,6 +483,10 @@ fn snapshot(shared: &Shared) -> Snapshot {
         rss_bytes: crate::hubinfo::rss_bytes(),
         memory_bound_bytes: crate::hubinfo::memory_bound_bytes(&shared.cfg),
         stats: hub.stats.clone(),
+        http: http::HttpPhase {
+            pending: shared.pending.borrow().len() as u32,
+            ..shared.http_phase.borrow().clone()
+        },
     }
 }
 
@@ -506,6 +522,7 @@ async fn handle_http(
         |message: &str, extra: &str| http::error_response(408, "REQUEST_TIMEOUT", message, extra);
     let (req, leftover) = match head {
         Err(HeadError::Timeout) => {
+            shared.http_phase.borrow_mut().timed_out += 1;
             respond(
                 shared,
                 sock,
@@ -515,6 +532,7 @@ async fn handle_http(
             return None;
         }
         Err(HeadError::TooSlow) => {
+            shared.http_phase.borrow_mut().too_slow += 1;
             let body = timeout("request head arriving too slowly", "");
             respond(shared, sock, &body).await;
             return None;
@@ -531,6 +549,16 @@ async fn handle_http(
         Err(HeadError::TooLarge) => {
             let body =
                 http::error_response(431, "HEADERS_TOO_LARGE", "request head exceeds 8 KiB", "");
+            respond(shared, sock, &body).await;
+            return None;
+        }
+        Err(HeadError::TooManyHeaders) => {
+            let body = http::error_response(
+                431,
+                "HEADERS_TOO_LARGE",
+                &format!("more than {} header lines", http::MAX_HEADERS),
+                "",
+            );
             respond(shared, sock, &body).await;
             return None;
         }

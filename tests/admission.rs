@@ -41,6 +41,15 @@ fn connect_from(src: Ipv4Addr, port: u16, nonblocking: bool) -> std::io::Result<
     Ok(TcpStream::from(fd))
 }
 
+/// A sample of `/metrics`, e.g. `whisper_http_ended_total{reason="evicted"}`.
+fn metric(port: u16, sample: &str) -> u64 {
+    let r = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics"))
+}
+
 fn addr(n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + n)
 }
@@ -48,8 +57,8 @@ fn addr(n: u32) -> Ipv4Addr {
 /// How one upgrade attempt ended.
 enum Outcome {
     Connected(TcpStream),
-    /// Refused with a `Retry-After` in seconds.
-    RetryAfter(u64),
+    /// Refused (status) with a `Retry-After` in seconds.
+    RetryAfter(u16, u64),
     /// Anything else: no response, a response without `Retry-After`, a reset.
     Silent(String),
 }
@@ -66,7 +75,7 @@ fn outcome(mut s: TcpStream) -> Outcome {
             let mut rest = Vec::new();
             let _ = s.read_to_end(&mut rest);
             match resp.header("retry-after").and_then(|v| v.parse().ok()) {
-                Some(secs) => Outcome::RetryAfter(secs),
+                Some(secs) => Outcome::RetryAfter(status, secs),
                 None => Outcome::Silent(format!("{status} without Retry-After")),
             }
         }
@@ -79,6 +88,8 @@ struct Storm {
     retry_after: usize,
     silent: Vec<String>,
     all_connected_after: Option<Duration>,
+    /// Refusals with `429 TOO_MANY_PENDING` (the per-IP share), retries included.
+    refused_per_ip: usize,
     /// The connected clients, kept open.
     clients: Vec<TcpStream>,
 }
@@ -112,10 +123,12 @@ fn storm(
     let mut connected = Vec::new();
     let mut waiting = Vec::new(); // (client, retry at)
     let mut silent = Vec::new();
+    let mut statuses = Vec::new();
     for (i, s) in socks {
         match outcome(s) {
             Outcome::Connected(s) => connected.push(s),
-            Outcome::RetryAfter(secs) => {
+            Outcome::RetryAfter(status, secs) => {
+                statuses.push(status);
                 waiting.push((i, Instant::now() + Duration::from_secs(secs)))
             }
             Outcome::Silent(why) => silent.push(format!("client {i}: {why}")),
@@ -147,7 +160,8 @@ fn storm(
         for (i, s) in tries {
             match outcome(s) {
                 Outcome::Connected(s) => connected.push(s),
-                Outcome::RetryAfter(secs) => {
+                Outcome::RetryAfter(status, secs) => {
+                    statuses.push(status);
                     waiting.push((i, Instant::now() + Duration::from_secs(secs)))
                 }
                 Outcome::Silent(why) => silent.push(format!("client {i} (retry): {why}")),
@@ -167,6 +181,7 @@ fn storm(
         silent,
         all_connected_after,
         clients: connected,
+        refused_per_ip: statuses.iter().filter(|&&s| s == 429).count(),
     }
 }
 
@@ -240,18 +255,22 @@ fn reconnect_storm_through_a_trusted_proxy_is_answered() {
         Duration::from_secs(20),
     );
     assert_storm(&s, 1000);
-    // The proxy is exempt from the per-IP cap on connections in their HTTP
-    // phase: nobody behind it had to wait.
+    // The proxy is exempt from the per-IP share of the HTTP-phase table
+    // (what Retry-After there is comes from evictions: 408).
     assert_eq!(
-        s.retry_after, 0,
-        "clients behind a trusted proxy were refused"
+        s.refused_per_ip, 0,
+        "clients behind a trusted proxy got 429"
     );
 }
 
 #[test]
 fn pending_cap_per_ip_is_configurable_and_answers_429() {
-    let srv = Server::start(&[("HTTP_PENDING_LIMIT_PER_IP", "2")]);
-    // Two connections from one address sit in their HTTP phase...
+    let srv = Server::start(&[
+        ("HTTP_PENDING_LIMIT_PER_IP", "2"),
+        ("HTTP_PENDING_LIMIT", "4"),
+    ]);
+    // Two connections from one address sit in their HTTP phase, so the
+    // table is half full and the per-IP share binds...
     let mut held: Vec<TcpStream> = (0..2)
         .map(|_| {
             let mut s = connect_from(addr(3), srv.port, false).unwrap();
@@ -284,6 +303,10 @@ fn pending_cap_per_ip_is_configurable_and_answers_429() {
     let mut buf = Vec::new();
     let _ = other.read_to_end(&mut buf);
     assert_eq!(parse_response(&buf).status, 200);
+    assert_eq!(
+        metric(srv.port, r#"whisper_http_ended_total{reason="ip_share"}"#),
+        1
+    );
     held.clear();
 }
 
@@ -316,6 +339,7 @@ fn a_full_table_evicts_the_stalest_connection_with_408() {
     assert_eq!(r.status, 408, "{r:?}");
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
     silent.clear();
+    assert!(metric(srv.port, r#"whisper_http_ended_total{reason="evicted"}"#) >= 1);
 }
 
 /// An attacker's connection: trickles a request head that never ends.
@@ -462,5 +486,10 @@ fn a_trickled_head_is_closed_by_the_rate_rule_with_408() {
     let r = parse_response(&got);
     assert_eq!(r.status, 408, "{r:?}");
     assert!(r.body.contains("too slowly"), "{r:?}");
+    assert_eq!(
+        metric(srv.port, r#"whisper_http_ended_total{reason="too_slow"}"#),
+        1
+    );
+    assert_eq!(metric(srv.port, "whisper_http_pending"), 0);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }

@@ -136,6 +136,16 @@ fn oversized_request_head_gets_431() {
     }
     req.push_str("\r\n");
     assert_eq!(http(srv.port, &req).status, 200);
+    // Under 8 KiB but more than 128 header lines: 431 too.
+    let mut req = String::from("GET /health HTTP/1.1\r\n");
+    for i in 0..129 {
+        req.push_str(&format!("X-{i}: a\r\n"));
+    }
+    req.push_str("\r\n");
+    assert!(req.len() < 8192);
+    let r = http(srv.port, &req);
+    assert_eq!(r.status, 431);
+    assert_eq!(r.json()["code"], "HEADERS_TOO_LARGE");
 }
 
 #[test]

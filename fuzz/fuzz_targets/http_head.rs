@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(end >= 4 && end <= bytes.len() && bytes[..end].ends_with(b"\r\n\r\n"));
-    if let Some(req) = http::parse_head(&bytes[..end]) {
+    if let Ok(req) = http::parse_head(&bytes[..end]) {
         assert!(req.path.starts_with('/'));
         assert!(!req.path.contains(['?', '#']));
         assert!(req.method.bytes().all(|b| b.is_ascii_uppercase()));

@@ -13,7 +13,7 @@ USAGE:
     --quick          one short run of each scenario with small N (well under a minute)
     --runs N         runs per scenario (default 3, --quick: 1)
     --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor,
-                     burst, wifi, closes;
+                     burst, wifi, closes, storm, slowloris;
                      idle-legacy, fanout-legacy (idle and fanout with legacy `payload` clients);
                      `count` (never run by default) sends exactly --messages N messages
                      to a room of 50, for instruction counting (.ci/callgrind);

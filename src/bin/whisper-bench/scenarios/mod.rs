@@ -9,6 +9,8 @@ mod count;
 mod fanout;
 mod floor;
 mod idle;
+mod slowloris;
+mod storm;
 mod wifi;
 mod worst;
 
@@ -42,6 +44,8 @@ pub enum Scenario {
     Burst,
     Wifi,
     Closes,
+    Storm,
+    Slowloris,
     /// Not in `ALL`: runs only when named.
     Count,
     /// `count` with legacy clients; only when named.
@@ -49,7 +53,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Floor,
         Scenario::Idle,
         Scenario::IdleLegacy,
@@ -61,6 +65,8 @@ impl Scenario {
         Scenario::Burst,
         Scenario::Wifi,
         Scenario::Closes,
+        Scenario::Storm,
+        Scenario::Slowloris,
     ];
 
     /// The name `--only` takes.
@@ -77,6 +83,8 @@ impl Scenario {
             Scenario::Burst => "burst",
             Scenario::Wifi => "wifi",
             Scenario::Closes => "closes",
+            Scenario::Storm => "storm",
+            Scenario::Slowloris => "slowloris",
             Scenario::Count => "count",
             Scenario::CountLegacy => "count-legacy",
         }
@@ -200,6 +208,8 @@ pub fn run(
             Scenario::Closes => closes::run(&lab).await,
             Scenario::Count => count::run(&lab, Dialect::V2).await,
             Scenario::CountLegacy => count::run(&lab, Dialect::Legacy).await,
+            Scenario::Storm => storm::run(&lab).await,
+            Scenario::Slowloris => slowloris::run(&lab).await,
         }
     }));
     let mut run = lab.run.into_inner();
