@@ -59,7 +59,10 @@ fn notify_ready_watchdog_status_and_stopping() {
     let between = Instant::now();
     recv_until(&sock, "WATCHDOG=1", Duration::from_secs(5));
     assert!(between.elapsed() < Duration::from_secs(2));
-    assert!(seen.iter().any(|m| m.contains("STATUS=serving, 1 connections in 1 rooms")));
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("STATUS=serving, 1 connections in 1 rooms"))
+    );
     srv.signal(Signal::SIGTERM);
     recv_until(&sock, "STOPPING=1", Duration::from_secs(5));
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));

@@ -204,8 +204,8 @@ check "after stop: Result=success, ExecMainCode=1 (exited), ExecMainStatus=0" \
 check "after stop: the service is inactive, not failed" test "$(prop ActiveState)" = inactive
 check "stop took less than TimeoutStopSec=20s (no SIGKILL): $ms ms" test "$ms" -lt 20000
 check "journal: 'SIGTERM: shutting down' at PRIORITY=6" daemon_logged 6 'SIGTERM: shutting down'
-check "journal: 'every connection sent its close frame' at PRIORITY=6" \
-  daemon_logged 6 'every connection sent its close frame'
+check "journal: 'all connections closed' at PRIORITY=6" \
+  daemon_logged 6 'all connections closed'
 
 # --- socket activation: a request starts the stopped service ----------------------------------
 check "$S still listening after the service stopped" systemctl is-active -q "$S"
