@@ -47,7 +47,17 @@ impl Request {
 
 /// Where the head ends (the index just past the blank line), if it has.
 pub fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    // A blank line ends the head; like httparse, accept bare LF line ends.
+    let mut i = 0;
+    while let Some(nl) = buf[i..].iter().position(|&b| b == b'\n') {
+        let at = i + nl;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => i = at + 1,
+        }
+    }
+    None
 }
 
 /// Most header lines a head may have (hyper's default is 100; browsers send
@@ -84,6 +94,16 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(bad);
     }
+    // The absolute form (`GET http://hub/health HTTP/1.1`), which HTTP/1.1
+    // servers must accept, names the same path.
+    let target = match target.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest.find('/').map_or("/", |i| &rest[i..])
+        }
+        _ => target,
+    };
     let path = target.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
         return Err(bad);
@@ -130,9 +150,10 @@ pub fn route(method: &str, path: &str) -> Route {
             "HEAD" => Route::Metrics { head: true },
             _ => Route::MethodNotAllowed("GET, HEAD"),
         },
+        // HEAD gets what a GET without an upgrade gets (426), without a body.
         "/ws" => match method {
-            "GET" => Route::WebSocket,
-            _ => Route::MethodNotAllowed("GET"),
+            "GET" | "HEAD" => Route::WebSocket,
+            _ => Route::MethodNotAllowed("GET, HEAD"),
         },
         p if p == "/app" || p.starts_with("/app/") => Route::Page,
         _ => Route::NotFound,
@@ -469,6 +490,24 @@ mod tests {
     }
 
     #[test]
+    fn bare_line_feeds_and_the_absolute_form() {
+        // Found by a black-box probe: a head with bare LF line ends waited
+        // for a CRLF blank line that never came (408 instead of an answer).
+        let raw = b"GET http://hub.lan:8080/health?x HTTP/1.1\nHost: x\n\nrest";
+        let end = head_end(raw).unwrap();
+        assert_eq!(&raw[end..], b"rest");
+        let req = parse_head(&raw[..end]).unwrap();
+        assert_eq!(req.path, "/health");
+        assert_eq!(req.header("host"), Some("x"));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\n"), Some(23));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(
+            parse_head(b"GET http://x HTTP/1.1\r\n\r\n").unwrap().path,
+            "/"
+        );
+    }
+
+    #[test]
     fn rejects_malformed_heads() {
         for raw in [
             &b"GET\r\n\r\n"[..],
@@ -530,7 +569,8 @@ mod tests {
         );
         assert_eq!(route("GET", "/metrics"), Route::Metrics { head: false });
         assert_eq!(route("GET", "/ws"), Route::WebSocket);
-        assert_eq!(route("PUT", "/ws"), Route::MethodNotAllowed("GET"));
+        assert_eq!(route("PUT", "/ws"), Route::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(route("HEAD", "/ws"), Route::WebSocket);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
         assert_eq!(route("GET", "/app"), Route::Page);
         assert_eq!(route("POST", "/app/x"), Route::Page);

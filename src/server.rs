@@ -174,7 +174,10 @@ async fn serve(
     notify.send("STOPPING=1\nSTATUS=shutting down");
 
     shared.hub.borrow_mut().begin_shutdown();
-    let limit = Duration::from_secs(shared.cfg.shutdown_timeout_secs.into());
+    // A margin for noticing the signal and for the exit itself, so the
+    // process is gone within SHUTDOWN_TIMEOUT_SECS of the signal.
+    let limit = Duration::from_secs(shared.cfg.shutdown_timeout_secs.into())
+        .saturating_sub(SHUTDOWN_MARGIN);
     let drained = async {
         while !shared.hub.borrow().all_closed() {
             Timer::after(Duration::from_millis(20)).await;
@@ -343,6 +346,7 @@ async fn read_head(
     entry: &Pending,
     deadline: Instant,
     evicted: &smol::channel::Receiver<()>,
+    is_head: &mut bool,
 ) -> Result<(http::Request, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -393,6 +397,8 @@ async fn read_head(
         // Search from just before the new bytes: the terminator may straddle.
         let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
+        // An error answer to a HEAD request has no body either.
+        *is_head = buf.starts_with(b"HEAD ");
         if let Some(end) = http::head_end(&buf[from..]).map(|e| e + from) {
             if end > http::MAX_HEAD_BYTES {
                 return Err(HeadError::TooLarge);
@@ -500,9 +506,18 @@ fn client_ip(cfg: &Config, peer: IpAddr, req: &http::Request) -> IpAddr {
     req.headers("x-forwarded-for")
         .last()
         .and_then(|v| v.rsplit(',').next())
-        .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        .and_then(|last| parse_forwarded_ip(last.trim()))
         .map(canonical_ip)
         .unwrap_or(peer)
+}
+
+/// An `X-Forwarded-For` entry: an address, or an address with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`), as some proxies write it.
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    entry.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// Serves one HTTP request. Returns the connection id and leftover bytes when
@@ -516,8 +531,21 @@ async fn handle_http(
     evicted: smol::channel::Receiver<()>,
 ) -> Option<(u32, Vec<u8>)> {
     let limit = Duration::from_secs(shared.cfg.handshake_timeout_secs.into());
-    let head = read_head(sock, &slot.entry, Instant::now() + limit, &evicted).await;
+    let mut is_head = false;
+    let head = read_head(
+        sock,
+        &slot.entry,
+        Instant::now() + limit,
+        &evicted,
+        &mut is_head,
+    )
+    .await;
     drop(slot);
+    let respond = |shared, sock, bytes: &[u8]| {
+        let bytes = if is_head { head_only(bytes) } else { bytes };
+        let bytes = bytes.to_vec();
+        async move { respond(shared, sock, &bytes).await }
+    };
     let timeout =
         |message: &str, extra: &str| http::error_response(408, "REQUEST_TIMEOUT", message, extra);
     let (req, leftover) = match head {
@@ -584,13 +612,7 @@ async fn handle_http(
         }
         Route::Metrics { head } => {
             let body = http::metrics_body(&snapshot(shared));
-            http::response(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                "",
-                &body,
-                head,
-            )
+            http::response(200, "text/plain; version=0.0.4", "", &body, head)
         }
         Route::Page => {
             let local = client_ip(&shared.cfg, peer.ip(), &req).is_loopback();
@@ -622,15 +644,16 @@ async fn handle_http(
             Err(reply) => reply,
         },
     };
-    // A HEAD request gets the status and headers of a GET, never a body.
-    let reply = if req.method == "HEAD" {
-        let end = http::head_end(&reply).unwrap_or(reply.len());
-        &reply[..end]
-    } else {
-        &reply[..]
-    };
-    respond(shared, sock, reply).await;
+    // A HEAD request gets the status and headers of a GET, never a body
+    // (`respond` above strips it).
+    respond(shared, sock, &reply).await;
     None
+}
+
+/// A response without its body (for HEAD requests).
+fn head_only(reply: &[u8]) -> &[u8] {
+    let end = http::head_end(reply).unwrap_or(reply.len());
+    &reply[..end]
 }
 
 /// The route, with a WebSocket upgrade on `/` taken as one (a legacy
@@ -664,7 +687,8 @@ fn upgrade(
     peer: SocketAddr,
 ) -> Result<(u32, String), Vec<u8>> {
     let cfg = &shared.cfg;
-    if !req.header_has_token("upgrade", "websocket")
+    if req.method == "HEAD"
+        || !req.header_has_token("upgrade", "websocket")
         || !req.header_has_token("connection", "upgrade")
     {
         return Err(http::error_response(
@@ -774,6 +798,9 @@ async fn heartbeat(shared: Rc<Shared>) {
     }
 }
 
+/// Taken off `SHUTDOWN_TIMEOUT_SECS` for the way in and out of the drain.
+const SHUTDOWN_MARGIN: Duration = Duration::from_millis(200);
+
 /// Once a second, closes the connections whose sockets took no byte for the
 /// stall time while bytes waited (`SLOW_CONSUMER_STALL_SECS`).
 async fn stall_sweep(shared: Rc<Shared>) {
@@ -798,5 +825,23 @@ async fn watchdog(shared: Rc<Shared>, notify: systemd::Notifier, period: Duratio
         notify.send(&format!(
             "WATCHDOG=1\nSTATUS=serving, {conns} connections in {rooms} rooms"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_with_or_without_a_port() {
+        for (entry, ip) in [
+            ("192.0.2.1", "192.0.2.1"),
+            ("192.0.2.1:4711", "192.0.2.1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]:4711", "2001:db8::1"),
+        ] {
+            assert_eq!(parse_forwarded_ip(entry), ip.parse().ok(), "{entry}");
+        }
+        assert_eq!(parse_forwarded_ip("unknown"), None);
     }
 }

@@ -104,7 +104,7 @@ fn error_statuses_have_json_bodies() {
 
     let r = http(srv.port, "DELETE /ws HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow").as_deref(), Some("GET"));
+    assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
 
     let r = http(srv.port, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 426);
@@ -309,4 +309,36 @@ fn head_requests_never_get_a_body() {
         assert!(r.header("content-length").is_some(), "{path}");
     }
     assert_eq!(http(srv.port, "HEAD /nope HTTP/1.1\r\n\r\n").status, 404);
+    // HEAD /ws is answered like GET /ws without an upgrade, even with the
+    // upgrade headers; error answers to HEAD have no body either.
+    let r = http(srv.port, &upgrade_request(&[]).replacen("GET", "HEAD", 1));
+    assert_eq!((r.status, r.body.as_str()), (426, ""));
+    let r = http(srv.port, "HEAD /health HTTP/1.1\r\nBad\r\n\r\n");
+    assert_eq!((r.status, r.body.as_str()), (400, ""));
+    let big = format!("HEAD /health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    let r = http(srv.port, &big);
+    assert_eq!((r.status, r.body.as_str()), (431, ""));
+}
+
+#[test]
+fn bare_line_feeds_absolute_form_and_metrics_type() {
+    let srv = Server::start(&[]);
+    let r = http(srv.port, "GET /health HTTP/1.1\nHost: x\n\n");
+    assert_eq!(
+        r.status, 200,
+        "answered at once, not after the slow-head timer"
+    );
+    let r = http(
+        srv.port,
+        "GET http://hub.lan/health HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("healthy"))
+    );
+    let r = http(srv.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/plain; version=0.0.4")
+    );
 }

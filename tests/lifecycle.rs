@@ -68,8 +68,9 @@ fn shutdown_is_bounded_by_the_timeout_even_with_a_stuck_client() {
     let start = Instant::now();
     srv.signal(Signal::SIGTERM);
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+    // Within SHUTDOWN_TIMEOUT_SECS of the signal, not just after it.
     assert!(
-        start.elapsed() < Duration::from_millis(2500),
+        start.elapsed() < Duration::from_millis(1000),
         "{:?}",
         start.elapsed()
     );
