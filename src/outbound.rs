@@ -36,7 +36,7 @@ pub const PACE_BYTES_MAX: usize = 256 * 1024;
 
 /// A member whose socket took nothing for this long (µs) stops holding its
 /// room's senders back; it is evicted later, by the bound or the stall time.
-pub const PACE_GRACE_US: u64 = 1_000_000;
+pub const PACE_GRACE_US: u64 = 500_000;
 
 /// One framed message in a room's log.
 struct Entry {

@@ -113,6 +113,14 @@ pub struct FrameTracker {
     gives_message: bool,
     /// Frames observed so far that give a message.
     messages: u64,
+    /// Non-final data frames observed since [`FrameTracker::take_fragments`]:
+    /// tungstenite joins them into one message, but every frame counts
+    /// against the frame rate limit.
+    fragments: u32,
+    /// Opcode of the current frame.
+    opcode: u8,
+    /// A close frame was observed in full.
+    close_seen: bool,
     /// Set when the last byte observed ended a frame that completed a
     /// message which counted against the budget: the number of that message.
     /// Once tungstenite has returned that many messages it holds nothing
@@ -133,6 +141,9 @@ impl FrameTracker {
             fragmented: false,
             gives_message: false,
             messages: 0,
+            fragments: 0,
+            opcode: 0,
+            close_seen: false,
             fresh: None,
         }
     }
@@ -161,6 +172,18 @@ impl FrameTracker {
             }
             _ => None,
         }
+    }
+
+    /// Non-final data frames begun since the last call.
+    pub fn take_fragments(&mut self) -> u32 {
+        std::mem::take(&mut self.fragments)
+    }
+
+    /// Whether the peer's close frame has arrived in full. After a framing
+    /// error tungstenite is no longer asked; the tracker still knows where
+    /// frames start, so the session can tell when the peer answered a close.
+    pub fn close_seen(&self) -> bool {
+        self.close_seen
     }
 
     /// Whether tungstenite's state may be replaced now that it has returned
@@ -234,6 +257,10 @@ impl FrameTracker {
         };
         let fin = h[0] & 0x80 != 0;
         let opcode = h[0] & 0x0f;
+        self.opcode = opcode;
+        if opcode <= 2 && !fin {
+            self.fragments = self.fragments.saturating_add(1);
+        }
         let data = opcode <= 2;
         let in_fragments = data && (opcode == 0 || !fin);
         self.shared = data && len <= self.max_frame && (len > SMALL_FRAME || in_fragments);
@@ -254,6 +281,7 @@ impl FrameTracker {
     /// are given back (and any share still owed is forgiven).
     fn end_frame(&mut self) -> usize {
         self.position = Position::Header(0);
+        self.close_seen |= self.opcode == 8;
         if std::mem::take(&mut self.gives_message) {
             self.messages += 1;
         }
@@ -364,6 +392,29 @@ mod tests {
         let _ = t.observe(&bytes[6..]);
         assert!(!t.take_fresh(1), "only the ping was returned");
         assert!(t.take_fresh(2));
+    }
+
+    #[test]
+    fn fragments_are_counted_and_a_close_is_seen() {
+        let mut t = FrameTracker::new(100);
+        let bytes: Vec<u8> = [
+            frame(false, 1, 10),
+            frame(false, 0, 10),
+            frame(true, 9, 0),
+            frame(true, 0, 10),
+        ]
+        .concat();
+        let _ = t.observe(&bytes);
+        assert_eq!((t.take_fragments(), t.take_fragments()), (2, 0));
+        // After an oversize frame (refused by tungstenite from its header)
+        // the tracker still finds the close frame behind its payload.
+        let _ = t.observe(&frame(true, 2, 500));
+        assert!(!t.close_seen());
+        let close = frame(true, 8, 2);
+        let _ = t.observe(&close[..5]);
+        assert!(!t.close_seen(), "not before the whole frame");
+        let _ = t.observe(&close[5..]);
+        assert!(t.close_seen());
     }
 
     #[test]

@@ -1300,7 +1300,7 @@ mod tests {
         // room's sender waits for its reader.
         drain(&mut h, a);
         assert!(h.is_paced(a));
-        // b's socket took nothing for over a second: it holds nobody back.
+        // b's socket took nothing for longer than the grace: it holds nobody back.
         h.conn_mut(b).out.note_write(false, true, 1_000);
         let later = || 1_000 + PACE_GRACE_US;
         assert!(h.paced_at(a, || 1_000 + PACE_GRACE_US / 2));

@@ -801,11 +801,14 @@ async fn heartbeat(shared: Rc<Shared>) {
 /// Taken off `SHUTDOWN_TIMEOUT_SECS` for the way in and out of the drain.
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(200);
 
-/// Once a second, closes the connections whose sockets took no byte for the
+/// How often stalled sockets are looked for and paused senders re-checked.
+const SWEEP_PERIOD: Duration = Duration::from_millis(250);
+
+/// Four times a second, closes the connections whose sockets took no byte for the
 /// stall time while bytes waited (`SLOW_CONSUMER_STALL_SECS`).
 async fn stall_sweep(shared: Rc<Shared>) {
     loop {
-        Timer::after(Duration::from_secs(1)).await;
+        Timer::after(SWEEP_PERIOD).await;
         let mut hub = shared.hub.borrow_mut();
         if hub.shutting_down {
             return;

@@ -293,13 +293,6 @@ impl Session {
         let mut hub = hub_rc.borrow_mut();
         let now = clock::now_micros();
         hub.touch(self.id, now);
-        if !self.budgets.frames.try_take(self.cfg.frame_limit, now) {
-            hub.stats.flood_closes += 1;
-            hub.begin_close(self.id, Close::Now(1008, "frame rate limit exceeded"));
-            let ip = hub.ip_of(self.id);
-            hub.strike(ip);
-            return;
-        }
         match msg {
             Message::Text(text) => self.on_text(&mut hub, text.as_str(), now),
             Message::Binary(_) => self.reject(&mut hub, ErrorCode::InvalidMessage),
@@ -399,6 +392,30 @@ impl Session {
         self.stream_broken = true;
     }
 
+    /// Charges frames to the frame budget: `messages` (0 or 1) for the
+    /// frame that completed a message, plus the fragments read since the
+    /// last call, which tungstenite joins without handing them out. Past the
+    /// budget the connection is closed with 1008 and a strike counted; false
+    /// then.
+    fn charge_frames(&mut self, messages: u32) -> bool {
+        let frames = messages + self.ws.get_mut().frames.take_fragments();
+        if frames == 0 {
+            return true;
+        }
+        let now = clock::now_micros();
+        if (0..frames).all(|_| self.budgets.frames.try_take(self.cfg.frame_limit, now)) {
+            return true;
+        }
+        let mut hub = self.hub.borrow_mut();
+        if hub.close_state(self.id) == Close::Open {
+            hub.stats.flood_closes += 1;
+            hub.begin_close(self.id, Close::Now(1008, "frame rate limit exceeded"));
+            let ip = hub.ip_of(self.id);
+            hub.strike(ip);
+        }
+        false
+    }
+
     /// Replaces tungstenite's state by a fresh one, giving back the read
     /// buffer a large message grew. Called only when tungstenite holds no
     /// unread byte and no partial message ([`FrameTracker::take_fresh`]).
@@ -446,7 +463,9 @@ impl Session {
         for _ in 0..READ_BATCH {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
-                    self.on_message(msg);
+                    if self.charge_frames(1) {
+                        self.on_message(msg);
+                    }
                     self.messages_read += 1;
                     if self.ws.get_mut().frames.take_fresh(self.messages_read) {
                         self.renew_reader();
@@ -458,7 +477,9 @@ impl Session {
                 }
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => {
-                    // tungstenite needs more bytes: nothing complete is buffered.
+                    // tungstenite needs more bytes: nothing complete is
+                    // buffered. Fragments read so far count already.
+                    self.charge_frames(0);
                     self.may_have_frames = false;
                     return Poll::Pending;
                 }
@@ -499,14 +520,22 @@ impl Session {
         Poll::Pending
     }
 
-    /// Raw reading after a framing error: discard bytes until EOF.
+    /// Raw reading after a framing error: discard bytes until the peer's
+    /// close frame (the frame tracker still knows where frames start) or EOF.
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut scratch = [0u8; 512];
         for _ in 0..READ_BATCH {
+            if self.ws.get_ref().frames.close_seen() {
+                return Poll::Ready(());
+            }
             let mut stream: &TcpStream = self.sock.get_ref();
             match stream.read(&mut scratch) {
                 Ok(0) => return Poll::Ready(()),
-                Ok(_) => {}
+                Ok(n) => {
+                    let io = self.ws.get_mut();
+                    let released = io.frames.observe(&scratch[..n]);
+                    io.budget.borrow_mut().give_back(released);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match self.sock.poll_readable(cx) {

@@ -287,3 +287,64 @@ fn heartbeat_pings_and_drops_silent_peers() {
     assert_eq!(alive.recv()["type"], "pong");
     assert_eq!(srv.health()["stats"]["active_connections"], 1);
 }
+
+/// Found by a black-box probe: one message split into many fragments counted
+/// as one frame, so a client could send frames without limit.
+#[test]
+fn every_fragment_counts_against_the_frame_limit() {
+    let srv = Server::start(&[("RATE_LIMIT_FRAME_LIMIT", "20")]);
+    let mut ws = RawWs::connect(srv.port);
+    let mut bytes = masked_frame(0x1, br#"{"type":"#).to_vec();
+    bytes[0] &= 0x7f; // not final
+    for _ in 0..40 {
+        let mut f = masked_frame(0x0, b" ");
+        f[0] &= 0x7f;
+        bytes.extend_from_slice(&f);
+    }
+    bytes.extend_from_slice(&masked_frame(0x0, br#""ping"}"#));
+    ws.stream.write_all(&bytes).unwrap();
+    let code = loop {
+        match ws.read_frame().unwrap() {
+            Some(f) if f.opcode == OP_CLOSE => break close_code_of(&f.payload),
+            Some(f) => assert_ne!(f.payload, br#"{"type":"pong"}"#, "the message was handled"),
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    assert_eq!(srv.health()["stats"]["flood_closes"], 1);
+}
+
+/// Found by a black-box probe: after a close the relay started because of
+/// a framing error (1009, 1002, 1007), the client's close reply went unseen
+/// and its connection was held (and counted against its IP) for 5 s.
+#[test]
+fn the_answer_to_a_close_after_a_framing_error_ends_the_connection() {
+    let srv = Server::start(&[
+        ("RATE_LIMIT_MAX_MESSAGE_SIZE", "100"),
+        ("RATE_LIMIT_CONNECTION_LIMIT_PER_IP", "1"),
+    ]);
+    for bad in [
+        masked_frame(0x1, &[b'x'; 200]),  // oversize: 1009
+        masked_frame(0x3, b"x"),          // reserved opcode: 1002
+        masked_frame(0x1, &[0xff, 0xfe]), // invalid UTF-8: 1007
+    ] {
+        let mut ws = RawWs::connect(srv.port);
+        ws.stream.write_all(&bad).unwrap();
+        loop {
+            match ws.read_frame().unwrap() {
+                Some(f) if f.opcode == OP_CLOSE => break,
+                Some(_) => {}
+                None => panic!("closed without a close frame"),
+            }
+        }
+        // Answer the close and keep the socket open, as clients do.
+        let answered = Instant::now();
+        ws.send_close(1000).unwrap();
+        assert!(matches!(ws.read_frame(), Ok(None)), "the relay closes TCP");
+        assert!(answered.elapsed() < Duration::from_secs(1));
+        // The IP's only connection slot is free again at once.
+        assert!(eventually(Duration::from_millis(500), || {
+            srv.health()["stats"]["active_connections"] == 0
+        }));
+    }
+}

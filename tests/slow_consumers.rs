@@ -1052,3 +1052,60 @@ fn reset_connection_leaves_active_connections_at_once() {
     watcher.send(json!({"type":"ping"}));
     assert_eq!(watcher.recv_type("pong")["type"], "pong");
 }
+
+/// Found by a black-box probe: with a small `SLOW_CONSUMER_QUEUE_BYTES`, a
+/// member that never reads held its room's senders back for about 3 s
+/// (readers saw 3.2 s of delay) before it counted as stuck. A reader's
+/// worst delay now stays near the pacing grace (0.5 s) plus one sweep.
+#[test]
+fn a_member_that_never_reads_holds_the_room_back_only_briefly() {
+    let srv = Server::start(&room_env(&[
+        ("RATE_LIMIT_MESSAGE_LIMIT", "100000"),
+        ("RATE_LIMIT_FRAME_LIMIT", "100000"),
+        ("SLOW_CONSUMER_QUEUE_BYTES", "65536"),
+    ]));
+    let mut slow = RawWs::connect_with(srv.port, None, Some(4096));
+    slow.join("r", "slow");
+    let mut reader = RawWs::connect(srv.port);
+    reader.join("r", "reader");
+    let mut sender = RawWs::connect(srv.port);
+    sender.join("r", "sender");
+    let total = 250;
+    let filler = "A".repeat(4000);
+    let mut out = sender.stream.try_clone().unwrap();
+    let sent_at = thread::spawn(move || {
+        let mut at = Vec::new();
+        for i in 0..total {
+            // Sender 0, sequence i (see `classify`), then filler.
+            let m = json!({"type":"message","data":{"content":format!("0000{i:04}{filler}")}});
+            at.push(Instant::now());
+            out.write_all(&masked_frame(OP_TEXT, m.to_string().as_bytes()))
+                .unwrap();
+            thread::sleep(Duration::from_millis(10));
+        }
+        at
+    });
+    // The sender reads its echoes in the background so it is never behind.
+    let echo = thread::spawn(move || read_all(&mut sender, total, Duration::from_secs(10)));
+    let mut worst = Duration::ZERO;
+    let mut seen = 0;
+    let mut received_at = Vec::new();
+    while seen < total {
+        let f = reader.read_frame().unwrap().expect("reader closed");
+        if f.opcode != OP_TEXT {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&f.payload).unwrap();
+        if v["type"] == "message" {
+            received_at.push(Instant::now());
+            seen += 1;
+        }
+    }
+    let sent_at = sent_at.join().unwrap();
+    let _ = echo.join();
+    for (s, r) in sent_at.iter().zip(&received_at) {
+        worst = worst.max(r.saturating_duration_since(*s));
+    }
+    assert!(worst < Duration::from_millis(1500), "worst delay {worst:?}");
+    assert_eq!(stat(&srv, "slow_consumer_closes"), 1);
+}
