@@ -105,15 +105,17 @@ pub fn accepts_gzip(req: &Request) -> bool {
     gzip.or(star).unwrap_or(false)
 }
 
-/// Whether `If-None-Match` names one of `tags` (weak comparison, as RFC 9110
-/// asks for this header).
-fn not_modified(req: &Request, tags: &(String, String)) -> bool {
+/// Whether `If-None-Match` names `tag`, the ETag of the representation
+/// about to be sent (weak comparison, as RFC 9110 asks for this header; the
+/// gzip and plain copies have tags of their own, so one never validates the
+/// other).
+fn not_modified(req: &Request, tag: &str) -> bool {
     req.headers("if-none-match")
         .flat_map(|v| v.split(','))
         .map(|t| t.trim())
         .any(|t| {
             let t = t.strip_prefix("W/").unwrap_or(t);
-            t == "*" || t == tags.0 || t == tags.1
+            t == "*" || t == tag
         })
 }
 
@@ -158,7 +160,7 @@ pub fn respond(req: &Request, cfg: &crate::config::Config, local: bool) -> Vec<u
     let validators = format!(
         "ETag: {tag}\r\nCache-Control: no-cache\r\nVary: Accept-Encoding\r\nContent-Security-Policy: {CSP}\r\n"
     );
-    if not_modified(req, tags) {
+    if not_modified(req, tag) {
         head(&mut out, 304, "Not Modified");
         let _ = write!(out, "{validators}Connection: close\r\n\r\n");
         return method_checked(req, out.into_bytes());

@@ -96,7 +96,7 @@ pub struct FrameTracker {
     header: [u8; 14],
     /// Largest frame payload tungstenite accepts: larger ones are refused
     /// by it as soon as it reads the header, so they need no share.
-    max_frame: u64,
+    max_frame: u32,
     /// The current frame counts against the budget.
     shared: bool,
     /// The current frame completes a message that counts against the budget.
@@ -112,7 +112,7 @@ pub struct FrameTracker {
     /// (a control frame, or a data frame with FIN).
     gives_message: bool,
     /// Frames observed so far that give a message.
-    messages: u64,
+    messages: u32,
     /// Non-final data frames observed since [`FrameTracker::take_fragments`]:
     /// tungstenite joins them into one message, but every frame counts
     /// against the frame rate limit.
@@ -121,15 +121,23 @@ pub struct FrameTracker {
     opcode: u8,
     /// A close frame was observed in full.
     close_seen: bool,
+    /// Payload bytes of the data message being received, fragments summed.
+    message_len: u64,
+    /// A data message was announced larger than `max_frame`: a fragment's
+    /// header already tells, before tungstenite (which checks the sum only
+    /// once a fragment is complete) would.
+    oversize: bool,
+    /// A 64-bit length with its top bit set (RFC 6455: it must be 0).
+    bad_length: bool,
     /// Set when the last byte observed ended a frame that completed a
     /// message which counted against the budget: the number of that message.
     /// Once tungstenite has returned that many messages it holds nothing
     /// more, and its state may be replaced.
-    fresh: Option<u64>,
+    fresh: Option<u32>,
 }
 
 impl FrameTracker {
-    pub fn new(max_frame: u64) -> FrameTracker {
+    pub fn new(max_frame: u32) -> FrameTracker {
         FrameTracker {
             position: Position::Header(0),
             header: [0; 14],
@@ -144,6 +152,9 @@ impl FrameTracker {
             fragments: 0,
             opcode: 0,
             close_seen: false,
+            message_len: 0,
+            oversize: false,
+            bad_length: false,
             fresh: None,
         }
     }
@@ -156,6 +167,14 @@ impl FrameTracker {
     /// The share was taken.
     pub fn granted(&mut self) {
         self.held += std::mem::take(&mut self.owed);
+    }
+
+    /// Gives up every share: nothing more of the current message will be
+    /// kept. Returns the bytes held.
+    #[must_use]
+    pub fn release_all(&mut self) -> usize {
+        self.owed = 0;
+        std::mem::take(&mut self.held)
     }
 
     /// Bytes of the budget held.
@@ -174,6 +193,16 @@ impl FrameTracker {
         }
     }
 
+    /// Whether a data message was announced larger than the limit.
+    pub fn oversize(&self) -> bool {
+        self.oversize
+    }
+
+    /// Whether a frame header carried a 64-bit length with its top bit set.
+    pub fn bad_length(&self) -> bool {
+        self.bad_length
+    }
+
     /// Non-final data frames begun since the last call.
     pub fn take_fragments(&mut self) -> u32 {
         std::mem::take(&mut self.fragments)
@@ -189,7 +218,7 @@ impl FrameTracker {
     /// Whether tungstenite's state may be replaced now that it has returned
     /// `returned` messages in all (see the module documentation); true once
     /// per such message.
-    pub fn take_fresh(&mut self, returned: u64) -> bool {
+    pub fn take_fresh(&mut self, returned: u32) -> bool {
         let fresh = self.fresh == Some(returned);
         if fresh {
             self.fresh = None;
@@ -255,6 +284,7 @@ impl FrameTracker {
             127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
             n => u64::from(n),
         };
+        self.bad_length |= len >> 63 != 0;
         let fin = h[0] & 0x80 != 0;
         let opcode = h[0] & 0x0f;
         self.opcode = opcode;
@@ -262,8 +292,15 @@ impl FrameTracker {
             self.fragments = self.fragments.saturating_add(1);
         }
         let data = opcode <= 2;
+        let max = u64::from(self.max_frame);
+        if opcode == 1 || opcode == 2 {
+            self.message_len = len;
+        } else if opcode == 0 {
+            self.message_len = self.message_len.saturating_add(len);
+        }
+        self.oversize |= data && self.message_len > max;
         let in_fragments = data && (opcode == 0 || !fin);
-        self.shared = data && len <= self.max_frame && (len > SMALL_FRAME || in_fragments);
+        self.shared = data && len <= max && (len > SMALL_FRAME || in_fragments);
         if opcode == 1 || opcode == 2 {
             self.fragmented = !fin;
         } else if opcode == 0 && fin {
@@ -283,7 +320,7 @@ impl FrameTracker {
         self.position = Position::Header(0);
         self.close_seen |= self.opcode == 8;
         if std::mem::take(&mut self.gives_message) {
-            self.messages += 1;
+            self.messages = self.messages.wrapping_add(1);
         }
         let mut released = 0;
         if self.shared && !self.fragmented {
@@ -415,6 +452,23 @@ mod tests {
         assert!(!t.close_seen(), "not before the whole frame");
         let _ = t.observe(&close[5..]);
         assert!(t.close_seen());
+    }
+
+    #[test]
+    fn an_oversize_fragmented_message_is_known_from_a_header() {
+        // Found by a black-box probe: tungstenite sums fragments only once
+        // each is complete, so the relay held up to twice the limit.
+        let mut t = FrameTracker::new(10_000);
+        let _ = t.observe(&frame(false, 1, 8000));
+        assert!(!t.oversize());
+        let _ = t.observe(&frame(true, 0, 8000)[..8]);
+        assert!(t.oversize(), "known as soon as the second header is read");
+        let mut t = FrameTracker::new(10_000);
+        let mut huge = vec![0x81, 0xff];
+        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        huge.extend_from_slice(&[0; 4]);
+        let _ = t.observe(&huge);
+        assert!(t.bad_length());
     }
 
     #[test]

@@ -728,10 +728,13 @@ fn upgrade(
         ));
     }
     // The contract's order: block, per-IP limit, server full, origin.
+    // Every `Origin` header must be allowed (a second one is not a way in),
+    // and there must be one.
     let origin_ok = cfg.allowed_origins.is_empty()
-        || req
-            .header("origin")
-            .is_some_and(|o| cfg.allowed_origins.iter().any(|a| a == o));
+        || (req.header("origin").is_some()
+            && req
+                .headers("origin")
+                .all(|o| cfg.allowed_origins.iter().any(|a| a == o)));
     let refusal = match hub.ips.check(ip, now) {
         Err(r) => Some(r),
         Ok(()) if hub.is_full() => Some(Refusal::TableFull),

@@ -67,7 +67,7 @@ impl WsIo {
         WsIo {
             sock,
             readable,
-            frames: FrameTracker::new(u64::from(cfg.max_message_size)),
+            frames: FrameTracker::new(cfg.max_message_size),
             budget,
         }
     }
@@ -77,6 +77,8 @@ impl WsIo {
     fn take_share(&mut self, cx: &Context<'_>) -> bool {
         match self.frames.share_needed() {
             None => true,
+            // The message is refused anyway (see `Session::refuse_oversize`).
+            Some(_) if self.frames.oversize() => false,
             Some(n) => {
                 let ok = self.budget.borrow_mut().try_take(n, cx.waker());
                 if ok {
@@ -200,7 +202,7 @@ pub struct Session {
     /// false only after tungstenite asked for more bytes.
     may_have_frames: bool,
     /// Messages tungstenite returned since it was (re)built.
-    messages_read: u64,
+    messages_read: u32,
     deadline: Option<Timer>,
 }
 
@@ -304,7 +306,7 @@ impl Session {
                 self.peer_closed = true;
                 let code = frame.map(|f| u16::from(f.code)).unwrap_or(1000);
                 // Echo the peer's code, as RFC 6455 suggests.
-                let code = if matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+                let code = if matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999) {
                     code
                 } else {
                     1000
@@ -371,25 +373,43 @@ impl Session {
     }
 
     fn on_error(&mut self, err: tungstenite::Error) {
-        let hub_rc = self.hub.clone();
-        let mut hub = hub_rc.borrow_mut();
-        let id = self.id;
-        match err {
+        let frames = &self.ws.get_ref().frames;
+        let close = match err {
+            // tungstenite takes a length with its top bit set for a size.
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })
+                if frames.bad_length() =>
+            {
+                Close::Now(1002, "protocol error")
+            }
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-                hub.stats.oversize_messages += 1;
-                hub.send_error(id, ErrorCode::MessageTooLarge);
-                hub.begin_close(id, Close::Now(1009, "message too large"));
-                let ip = hub.ip_of(id);
-                hub.strike(ip);
+                return self.refuse_oversize();
             }
-            tungstenite::Error::Utf8(_) => hub.begin_close(id, Close::Now(1007, "invalid UTF-8")),
+            tungstenite::Error::Utf8(_) => Close::Now(1007, "invalid UTF-8"),
             tungstenite::Error::Protocol(_) | tungstenite::Error::Capacity(_) => {
-                hub.begin_close(id, Close::Now(1002, "protocol error"))
+                Close::Now(1002, "protocol error")
             }
-            _ => hub.begin_close(id, Close::Drop),
-        }
+            _ => Close::Drop,
+        };
+        self.hub.borrow_mut().begin_close(self.id, close);
         // The stream is unusable after an error; what follows is raw reading.
         self.stream_broken = true;
+        self.abandon_reader();
+    }
+
+    /// A message over `RATE_LIMIT_MAX_MESSAGE_SIZE`: `MESSAGE_TOO_LARGE`, a
+    /// strike and close 1009. Reading goes on raw, discarding the rest.
+    fn refuse_oversize(&mut self) {
+        let mut hub = self.hub.borrow_mut();
+        if hub.close_state(self.id) == Close::Open {
+            hub.stats.oversize_messages += 1;
+            hub.send_error(self.id, ErrorCode::MessageTooLarge);
+            hub.begin_close(self.id, Close::Now(1009, "message too large"));
+            let ip = hub.ip_of(self.id);
+            hub.strike(ip);
+        }
+        drop(hub);
+        self.stream_broken = true;
+        self.abandon_reader();
     }
 
     /// Charges frames to the frame budget: `messages` (0 or 1) for the
@@ -427,6 +447,29 @@ impl Session {
             &self.cfg,
             old.budget.clone(),
         );
+        self.replace_reader(io);
+    }
+
+    /// After a framing error: tungstenite's state (and whatever partial
+    /// message it holds) is dropped at once and its budget shares given
+    /// back. The frame tracker is kept, as it still tells where the client's
+    /// close frame is in what follows.
+    fn abandon_reader(&mut self) {
+        let old = self.ws.get_mut();
+        let mut frames = std::mem::replace(&mut old.frames, FrameTracker::new(0));
+        old.budget.borrow_mut().give_back(frames.release_all());
+        let mut io = WsIo::new(
+            self.sock.clone(),
+            old.readable,
+            &self.cfg,
+            old.budget.clone(),
+        );
+        io.frames = frames;
+        self.replace_reader(io);
+    }
+
+    /// Builds a fresh tungstenite stream over `io`.
+    fn replace_reader(&mut self, io: WsIo) {
         let role = tungstenite::protocol::Role::Server;
         let fresh = WebSocketStream::from_raw_socket(io, role, Some(ws_config(&self.cfg)));
         let mut fresh = std::pin::pin!(fresh);
@@ -466,7 +509,7 @@ impl Session {
                     if self.charge_frames(1) {
                         self.on_message(msg);
                     }
-                    self.messages_read += 1;
+                    self.messages_read = self.messages_read.wrapping_add(1);
                     if self.ws.get_mut().frames.take_fresh(self.messages_read) {
                         self.renew_reader();
                     }
@@ -481,8 +524,17 @@ impl Session {
                     // buffered. Fragments read so far count already.
                     self.charge_frames(0);
                     self.may_have_frames = false;
+                    // A fragment's header may already show the message is
+                    // too large: no need to wait for the fragment.
+                    if self.ws.get_ref().frames.oversize() {
+                        self.refuse_oversize();
+                    }
                     return Poll::Pending;
                 }
+            }
+            if self.ws.get_ref().frames.oversize() {
+                self.refuse_oversize();
+                return Poll::Pending;
             }
             let hub = self.hub.borrow();
             if hub.close_state(self.id) != Close::Open {

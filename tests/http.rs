@@ -239,6 +239,17 @@ fn allowed_origins() {
         .err()
         .expect("no origin refused");
     assert_eq!(r.status, 403);
+    // A second Origin header is checked too (found by a black-box probe).
+    let r = Client::try_connect(
+        srv.port,
+        &[
+            ("Origin", "http://pi.lan:8080"),
+            ("Origin", "https://evil.example"),
+        ],
+    )
+    .err()
+    .expect("two origins, one not allowed");
+    assert_eq!(r.status, 403);
     let mut ok = Client::connect(srv.port, &[("Origin", "http://pi.lan:8080")]);
     ok.send(json!({"type":"ping"}));
     assert_eq!(ok.recv()["type"], "pong");

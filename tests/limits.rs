@@ -348,3 +348,73 @@ fn the_answer_to_a_close_after_a_framing_error_ends_the_connection() {
         }));
     }
 }
+
+/// Found by a black-box probe: a fragmented message over the limit was only
+/// refused once its over-long fragment had arrived in full, so the relay held
+/// up to twice the limit. The fragment's header already tells.
+#[test]
+fn an_oversize_fragmented_message_is_refused_at_the_header() {
+    let srv = Server::start(&[]);
+    let mut ws = RawWs::connect(srv.port);
+    let mut first = masked_frame(0x1, &[b' '; 8000]);
+    first[0] &= 0x7f; // not final
+    let rest = masked_frame(0x0, &[b' '; 8000]);
+    ws.stream.write_all(&first).unwrap();
+    ws.stream.write_all(&rest[..14]).unwrap();
+    ws.set_timeout(Duration::from_secs(2));
+    let mut error = None;
+    let code = loop {
+        match ws
+            .read_frame()
+            .expect("answered without the rest of the fragment")
+        {
+            Some(f) if f.opcode == OP_CLOSE => break close_code_of(&f.payload),
+            Some(f) => {
+                error = Some(serde_json::from_slice::<serde_json::Value>(&f.payload).unwrap())
+            }
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(error.unwrap()["code"], "MESSAGE_TOO_LARGE");
+    assert_eq!(code, Some(1009));
+    assert!(srv.health()["stats"]["read_buffer_bytes"].as_u64().unwrap() <= 10_240);
+}
+
+/// A 64-bit length with its top bit set breaks RFC 6455 framing: 1002, not
+/// a size problem (found by a black-box probe).
+#[test]
+fn a_length_with_the_top_bit_set_is_a_protocol_error() {
+    let srv = Server::start(&[]);
+    let mut ws = RawWs::connect(srv.port);
+    let mut f = vec![0x81, 0xff];
+    f.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    f.extend_from_slice(&[0; 4]);
+    ws.stream.write_all(&f).unwrap();
+    let code = loop {
+        match ws.read_frame().unwrap() {
+            Some(f) if f.opcode == OP_CLOSE => break close_code_of(&f.payload),
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(code, Some(1002));
+}
+
+/// Registered close codes a client may send are echoed (1012 and 1013 were
+/// answered with 1000; found by a black-box probe).
+#[test]
+fn registered_close_codes_are_echoed() {
+    let srv = Server::start(&[]);
+    for code in [1000u16, 1001, 1011, 1012, 1013, 3000, 4999] {
+        let mut ws = RawWs::connect(srv.port);
+        ws.send_close(code).unwrap();
+        let echoed = loop {
+            match ws.read_frame().unwrap() {
+                Some(f) if f.opcode == OP_CLOSE => break close_code_of(&f.payload),
+                Some(_) => {}
+                None => panic!("closed without a close frame"),
+            }
+        };
+        assert_eq!(echoed, Some(code));
+    }
+}

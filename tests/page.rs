@@ -146,6 +146,11 @@ fn etag_revalidation_gives_304() {
     );
     assert_eq!(stale.status, 200);
     assert!(!stale.body.is_empty());
+    // The gzip copy's tag does not validate the plain copy (found by a
+    // black-box probe): a cache holding one must not be told it has the other.
+    let plain = get(srv.port, "GET", "/app/app.js", &[("If-None-Match", &tag)]);
+    assert_eq!(plain.status, 200);
+    assert!(!plain.body.is_empty());
 }
 
 #[test]

@@ -110,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
     let shared = Rc::new(RefCell::new(Shared {
         data: data.to_vec(),
         at: 0,
-        tracker: FrameTracker::new(max as u64),
+        tracker: FrameTracker::new(max as u32),
     }));
     let open = |shared: &Rc<RefCell<Shared>>| {
         let io = Tracked { shared: shared.clone(), chunk };
@@ -118,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut ws = open(&shared);
     let mut got = Vec::new();
-    let mut returned = 0;
+    let mut returned: u32 = 0;
     for _ in 0..data.len() + 4 {
         match ws.read() {
             Ok(m) => {
