@@ -27,7 +27,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = http::parse_head(bytes);
         return;
     };
-    assert!(end >= 4 && end <= bytes.len() && bytes[..end].ends_with(b"\r\n\r\n"));
+    // A blank line ends the head, with CRLF or bare LF line ends.
+    let head = &bytes[..end];
+    assert!(end >= 2 && end <= bytes.len());
+    assert!(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n"));
+    // No earlier blank line: the head ends at the first one.
+    assert!(http::head_end(&head[..end - 1]).is_none());
     if let Ok(req) = http::parse_head(&bytes[..end]) {
         assert!(req.path.starts_with('/'));
         assert!(!req.path.contains(['?', '#']));
