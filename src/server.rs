@@ -541,19 +541,15 @@ async fn handle_http(
     )
     .await;
     drop(slot);
-    let respond = |shared, sock, bytes: &[u8]| {
-        let bytes = if is_head { head_only(bytes) } else { bytes };
-        let bytes = bytes.to_vec();
-        async move { respond(shared, sock, &bytes).await }
-    };
     let timeout =
         |message: &str, extra: &str| http::error_response(408, "REQUEST_TIMEOUT", message, extra);
     let (req, leftover) = match head {
         Err(HeadError::Timeout) => {
             shared.http_phase.borrow_mut().timed_out += 1;
-            respond(
+            answer(
                 shared,
                 sock,
+                is_head,
                 &timeout("request head not received in time", ""),
             )
             .await;
@@ -562,7 +558,7 @@ async fn handle_http(
         Err(HeadError::TooSlow) => {
             shared.http_phase.borrow_mut().too_slow += 1;
             let body = timeout("request head arriving too slowly", "");
-            respond(shared, sock, &body).await;
+            answer(shared, sock, is_head, &body).await;
             return None;
         }
         Err(HeadError::Evicted) => {
@@ -570,14 +566,14 @@ async fn handle_http(
                 "request head not received: the server is busy",
                 &format!("Retry-After: {PENDING_RETRY_AFTER_SECS}\r\n"),
             );
-            respond(shared, sock, &body).await;
+            answer(shared, sock, is_head, &body).await;
             return None;
         }
         Err(HeadError::Closed) => return None,
         Err(HeadError::TooLarge) => {
             let body =
                 http::error_response(431, "HEADERS_TOO_LARGE", "request head exceeds 8 KiB", "");
-            respond(shared, sock, &body).await;
+            answer(shared, sock, is_head, &body).await;
             return None;
         }
         Err(HeadError::TooManyHeaders) => {
@@ -587,12 +583,12 @@ async fn handle_http(
                 &format!("more than {} header lines", http::MAX_HEADERS),
                 "",
             );
-            respond(shared, sock, &body).await;
+            answer(shared, sock, is_head, &body).await;
             return None;
         }
         Err(HeadError::Malformed) => {
             let body = http::error_response(400, "BAD_REQUEST", "malformed HTTP request", "");
-            respond(shared, sock, &body).await;
+            answer(shared, sock, is_head, &body).await;
             return None;
         }
         Ok(x) => x,
@@ -645,15 +641,19 @@ async fn handle_http(
         },
     };
     // A HEAD request gets the status and headers of a GET, never a body
-    // (`respond` above strips it).
-    respond(shared, sock, &reply).await;
+    // (`answer` strips it).
+    answer(shared, sock, is_head, &reply).await;
     None
 }
 
-/// A response without its body (for HEAD requests).
-fn head_only(reply: &[u8]) -> &[u8] {
-    let end = http::head_end(reply).unwrap_or(reply.len());
-    &reply[..end]
+/// [`respond`] to a request that may be a HEAD: then without the body.
+async fn answer(shared: &Shared, sock: &Async<TcpStream>, is_head: bool, reply: &[u8]) {
+    let reply = if is_head {
+        &reply[..http::head_end(reply).unwrap_or(reply.len())]
+    } else {
+        reply
+    };
+    respond(shared, sock, reply).await;
 }
 
 /// The route, with a WebSocket upgrade on `/` taken as one (a legacy

@@ -275,20 +275,7 @@ impl Client {
     /// Connects with a small kernel receive buffer, set before connecting so
     /// the advertised window stays small.
     pub fn connect_with_rcvbuf(port: u16, bytes: usize) -> Client {
-        use nix::sys::socket::{
-            AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
-        };
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        setsockopt(&fd, sockopt::RcvBuf, &bytes).unwrap();
-        let addr = SockaddrIn::new(127, 0, 0, 1, port);
-        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
-        let mut s = TcpStream::from(fd);
+        let mut s = tcp_connect(port, None, Some(bytes));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(upgrade_request(&[]).as_bytes()).unwrap();
         assert_eq!(parse_response(&read_head(&mut s)).status, 101);
