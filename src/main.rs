@@ -1,23 +1,8 @@
 //! rtce2ee-whisper: a WebSocket relay for end-to-end encrypted chat rooms.
 
-mod clock;
-mod config;
-mod handshake;
-mod http;
-mod hubinfo;
-mod limits;
-mod logging;
-mod outbound;
-mod page;
-mod protocol;
-mod reading;
-mod rooms;
-mod server;
-mod session;
-mod shutdown;
-mod systemd;
-
 use std::process::ExitCode;
+
+use rtce2ee_whisper::{config, logging, server, systemd};
 
 const USAGE: &str = "\
 rtce2ee-whisper: a WebSocket relay for end-to-end encrypted chat rooms
