@@ -301,6 +301,11 @@ impl IpTable {
     pub fn len(&self) -> usize {
         self.records.len()
     }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 #[cfg(test)]
