@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod hubinfo;

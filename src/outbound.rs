@@ -376,19 +376,11 @@ impl Outbox {
 /// `buf`, a run of whole frames: where a stream cut at `pos` may stop.
 fn frame_end_from(buf: &[u8], pos: usize) -> usize {
     let mut at = 0;
-    while at < pos && at + 2 <= buf.len() {
-        let (len, header) = match buf[at + 1] & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
-                4,
-            ),
-            127 => {
-                let raw: [u8; 8] = buf[at + 2..at + 10].try_into().expect("8 bytes");
-                (u64::from_be_bytes(raw) as usize, 10)
-            }
-            n => (usize::from(n), 2),
+    while at < pos {
+        let Some(header) = crate::frame::parse_header(&buf[at..]) else {
+            break;
         };
-        at += header + len;
+        at += header.header_len + header.len as usize;
     }
     at.min(buf.len())
 }

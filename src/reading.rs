@@ -18,6 +18,8 @@
 
 use std::task::Waker;
 
+use crate::frame;
+
 /// Frames whose payload is at most this many bytes are read without a share
 /// of the budget: they fit in tungstenite's normal read chunk.
 pub const SMALL_FRAME: u64 = 256;
@@ -241,9 +243,9 @@ impl FrameTracker {
                     self.header[have] = bytes[0];
                     bytes = &bytes[1..];
                     let have = have + 1;
-                    match self.header_len(have) {
-                        Some(len) if len == have => self.start_payload(),
-                        _ => self.position = Position::Header(have as u8),
+                    match frame::parse_header(&self.header[..have]) {
+                        Some(header) => self.start_payload(header),
+                        None => self.position = Position::Header(have as u8),
                     }
                 }
                 Position::Payload(rest) => {
@@ -263,30 +265,11 @@ impl FrameTracker {
         released
     }
 
-    /// The full header length, once enough of it is known to tell.
-    fn header_len(&self, have: usize) -> Option<usize> {
-        if have < 2 {
-            return None;
-        }
-        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        let ext = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        Some(2 + ext + mask)
-    }
-
-    fn start_payload(&mut self) {
-        let h = &self.header;
-        let len = match h[1] & 0x7f {
-            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-            127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
-            n => u64::from(n),
-        };
+    fn start_payload(&mut self, header: frame::Header) {
+        let frame::Header {
+            fin, opcode, len, ..
+        } = header;
         self.bad_length |= len >> 63 != 0;
-        let fin = h[0] & 0x80 != 0;
-        let opcode = h[0] & 0x0f;
         self.opcode = opcode;
         if opcode <= 2 && !fin {
             self.fragments = self.fragments.saturating_add(1);
@@ -339,19 +322,8 @@ mod tests {
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-        let mut out = vec![(u8::from(fin) << 7) | opcode];
-        match len {
-            0..=125 => out.push(0x80 | len as u8),
-            126..=65535 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&[1, 2, 3, 4]);
+        let header = frame::encode_header(fin, opcode, len as u64, Some([1, 2, 3, 4]));
+        let mut out = header.as_slice().to_vec();
         out.extend(std::iter::repeat_n(b'a', len));
         out
     }

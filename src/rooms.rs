@@ -23,7 +23,9 @@ pub use crate::outbound::ConnId;
 #[cfg(test)]
 use crate::outbound::PACE_GRACE_US;
 use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
-use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, JoinRequest, Reaction, Reading};
+use crate::protocol::{
+    self, Dialect, DialectState, ErrorCode, FrameBuilder, JoinRequest, Reaction,
+};
 use crate::reading::ReadBudget;
 
 const NO_ROOM: u32 = u32::MAX;
@@ -65,7 +67,7 @@ pub struct Conn {
     /// Its frames are not being read (pacing); woken when that may change.
     paused: bool,
     /// The dialect its frames are read and answered in.
-    reading: Reading,
+    reading: DialectState,
 }
 
 struct Room {
@@ -220,7 +222,7 @@ impl Hub {
             last_seen: clock::now_micros(),
             close: Close::Open,
             paused: false,
-            reading: Reading::starting(Dialect::V2),
+            reading: DialectState::starting(Dialect::V2),
         };
         self.conns_by_dialect[Dialect::V2 as usize] += 1;
         self.open_conns += 1;
@@ -286,13 +288,13 @@ impl Hub {
     }
 
     /// How `id` reads its frames (its dialect and whether that is fixed).
-    pub fn reading(&self, id: ConnId) -> Reading {
+    pub fn reading(&self, id: ConnId) -> DialectState {
         self.conn(id).reading
     }
 
     /// Records how `id` reads its frames from now on: the path's dialect at
     /// the upgrade, the fixed one after its first frame with a body.
-    pub fn set_reading(&mut self, id: ConnId, reading: Reading) {
+    pub fn set_reading(&mut self, id: ConnId, reading: DialectState) {
         let conn = self.conn_mut(id);
         let before = conn.reading.dialect;
         conn.reading = reading;
@@ -1175,7 +1177,7 @@ mod tests {
     fn legacy_join(hub: &mut Hub, id: ConnId, room: &str, user: &str) -> Result<(), ErrorCode> {
         hub.set_reading(
             id,
-            Reading {
+            DialectState {
                 dialect: Dialect::Legacy,
                 fixed: true,
             },

@@ -16,7 +16,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::http::{self, Route, Snapshot};
 use crate::limits::{Refusal, canonical_ip};
-use crate::protocol::{Dialect, Reading};
+use crate::protocol::{Dialect, DialectState};
 use crate::rooms::Hub;
 use crate::session::Session;
 use crate::{handshake, shutdown, systemd};
@@ -627,7 +627,7 @@ async fn handle_http(
                 shared
                     .hub
                     .borrow_mut()
-                    .set_reading(id, Reading::starting(dialect));
+                    .set_reading(id, DialectState::starting(dialect));
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
