@@ -129,6 +129,7 @@ pub fn encode_header(fin: bool, opcode: u8, len: u64, mask: Option<[u8; 4]>) -> 
 
 /// XORs `payload` with the mask `key`, in place: masks a client payload, or
 /// unmasks one.
+#[inline]
 pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
     for (i, b) in payload.iter_mut().enumerate() {
         *b ^= key[i & 3];
