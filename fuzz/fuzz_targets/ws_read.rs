@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
 use async_tungstenite::tungstenite::{Error, Message};
 use libfuzzer_sys::fuzz_target;
-use rtce2ee_whisper_fuzz::{config, session};
+use rtce2ee_whisper::{config, session};
 
 /// Reads hand out at most `chunk` bytes; writes vanish.
 struct Input<'a> {

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use libfuzzer_sys::fuzz_target;
-use rtce2ee_whisper_fuzz::reading::FrameTracker;
+use rtce2ee_whisper::reading::FrameTracker;
 
 /// The remaining input, shared by the successive tungstenite streams.
 struct Shared {
