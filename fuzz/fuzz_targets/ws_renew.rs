@@ -35,7 +35,10 @@ impl Read for Tracked {
         if s.tracker.share_needed().is_some() {
             s.tracker.granted();
         }
-        let limit = s.tracker.read_limit().map_or(buf.len(), |l| l.min(buf.len()));
+        let limit = s
+            .tracker
+            .read_limit()
+            .map_or(buf.len(), |l| l.min(buf.len()));
         let n = limit.min(self.chunk).min(s.data.len() - s.at);
         let at = s.at;
         buf[..n].copy_from_slice(&s.data[at..at + n]);
@@ -113,7 +116,10 @@ fuzz_target!(|data: &[u8]| {
         tracker: FrameTracker::new(max as u32),
     }));
     let open = |shared: &Rc<RefCell<Shared>>| {
-        let io = Tracked { shared: shared.clone(), chunk };
+        let io = Tracked {
+            shared: shared.clone(),
+            chunk,
+        };
         WebSocket::from_raw_socket(io, Role::Server, Some(config(max)))
     };
     let mut ws = open(&shared);
