@@ -14,11 +14,12 @@ use smol::{Async, LocalExecutor, Timer};
 
 use crate::clock;
 use crate::config::Config;
-use crate::http::{self, Route, Snapshot};
+use crate::http::{self, Route};
 use crate::limits::{Refusal, canonical_ip};
 use crate::protocol::{Dialect, Reading};
 use crate::rooms::Hub;
 use crate::session::Session;
+use crate::status::{self, HttpPhase, Snapshot};
 use crate::{handshake, shutdown, systemd};
 
 /// How long a finished HTTP exchange waits for the client to close.
@@ -62,7 +63,7 @@ struct Shared {
     /// `HTTP_PENDING_LIMIT` wait; past that they close at once).
     lingering: Cell<u32>,
     /// Counters for `/metrics` (`pending` is filled in by `snapshot`).
-    http_phase: RefCell<http::HttpPhase>,
+    http_phase: RefCell<HttpPhase>,
 }
 
 /// A slot in the HTTP-phase table; dropping it frees the slot and the IP's count.
@@ -104,7 +105,7 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
         pending: RefCell::new(Vec::new()),
         freed: smol::channel::bounded(1),
         lingering: Cell::new(0),
-        http_phase: RefCell::new(http::HttpPhase::default()),
+        http_phase: RefCell::new(HttpPhase::default()),
     });
     smol::block_on(ex.run(serve(shared, listener, signals)))
 }
@@ -486,10 +487,10 @@ fn snapshot(shared: &Shared) -> Snapshot {
         blocked_ips: hub.ips.blocked_count(now),
         strikes_total: hub.ips.strikes_total,
         ip_blocks_total: hub.ips.blocks_total,
-        rss_bytes: crate::hubinfo::rss_bytes(),
-        memory_bound_bytes: crate::hubinfo::memory_bound_bytes(&shared.cfg),
+        rss_bytes: crate::board::rss_bytes(),
+        memory_bound_bytes: crate::board::memory_bound_bytes(&shared.cfg),
         stats: hub.stats.clone(),
-        http: http::HttpPhase {
+        http: HttpPhase {
             pending: shared.pending.borrow().len() as u32,
             ..shared.http_phase.borrow().clone()
         },
@@ -602,12 +603,12 @@ async fn handle_http(
                 status,
                 "application/json",
                 "",
-                &http::health_body(&snap),
+                &status::health_body(&snap),
                 head,
             )
         }
         Route::Metrics { head } => {
-            let body = http::metrics_body(&snapshot(shared));
+            let body = status::metrics_body(&snapshot(shared));
             http::response(200, "text/plain; version=0.0.4", "", &body, head)
         }
         Route::Page => {
