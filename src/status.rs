@@ -146,142 +146,50 @@ pub fn health_body(s: &Snapshot) -> String {
     out
 }
 
+/// A metric of one sample: name (after `whisper_`), type, help, value.
+type Single = (&'static str, &'static str, &'static str, u64);
+
+/// The metrics of one sample each, in the order `/metrics` lists them.
+#[rustfmt::skip]
+fn single_metrics(s: &Snapshot) -> [Single; 21] {
+    const GAUGE: &str = "gauge";
+    const COUNTER: &str = "counter";
+    let st = &s.stats;
+    [
+        ("up", GAUGE, "1 while serving, 0 while shutting down.", u64::from(!s.shutting_down)),
+        ("uptime_seconds", GAUGE, "Seconds since start.", s.uptime_seconds),
+        ("connections_active", GAUGE, "Open WebSocket connections.", s.active_connections.into()),
+        ("rooms_active", GAUGE, "Rooms with at least one member.", s.active_rooms as u64),
+        ("users_in_rooms", GAUGE, "Connections that are in a room.", s.total_users.into()),
+        ("connections_max", GAUGE, "MAX_CONNECTIONS.", s.max_connections.into()),
+        ("queued_bytes", GAUGE, "Outbound bytes waiting for slow sockets.", s.queued_bytes as u64),
+        ("read_buffer_bytes", GAUGE, "Bytes of the shared budget for reading large frames in use.", s.read_buffer_bytes as u64),
+        ("blocked_ips", GAUGE, "Client IPs blocked right now.", s.blocked_ips as u64),
+        ("connections_total", COUNTER, "WebSocket connections accepted.", st.connections_total),
+        ("messages_relayed_total", COUNTER, "Chat messages relayed to a room.", st.messages_relayed),
+        ("reactions_relayed_total", COUNTER, "Reactions relayed to a room.", st.reactions_relayed),
+        ("deliveries_total", COUNTER, "Room frames written to members.", st.deliveries),
+        ("rate_limited_total", COUNTER, "Frames answered with RATE_LIMITED.", st.rate_limited),
+        ("protocol_errors_total", COUNTER, "Frames answered with an error code.", st.protocol_errors),
+        ("oversize_messages_total", COUNTER, "Connections closed for an oversize message.", st.oversize_messages),
+        ("flood_closes_total", COUNTER, "Connections closed for exceeding the frame limit.", st.flood_closes),
+        ("slow_consumer_closes_total", COUNTER, "Connections closed with 1013 as slow consumers.", st.slow_consumer_closes),
+        ("heartbeat_timeouts_total", COUNTER, "Connections dropped for silence.", st.heartbeat_timeouts),
+        ("strikes_total", COUNTER, "Abuse strikes counted against client IPs.", s.strikes_total),
+        ("ip_blocks_total", COUNTER, "Client IPs blocked.", s.ip_blocks_total),
+    ]
+}
+
 /// The `/metrics` body in Prometheus text format 0.0.4.
 pub fn metrics_body(s: &Snapshot) -> String {
     let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in single_metrics(s) {
         let _ = write!(
             out,
             "# HELP whisper_{name} {help}\n# TYPE whisper_{name} {kind}\nwhisper_{name} {value}\n"
         );
-    };
+    }
     let st = &s.stats;
-    metric(
-        "up",
-        "gauge",
-        "1 while serving, 0 while shutting down.",
-        u64::from(!s.shutting_down),
-    );
-    metric(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-        s.uptime_seconds,
-    );
-    metric(
-        "connections_active",
-        "gauge",
-        "Open WebSocket connections.",
-        s.active_connections.into(),
-    );
-    metric(
-        "rooms_active",
-        "gauge",
-        "Rooms with at least one member.",
-        s.active_rooms as u64,
-    );
-    metric(
-        "users_in_rooms",
-        "gauge",
-        "Connections that are in a room.",
-        s.total_users.into(),
-    );
-    metric(
-        "connections_max",
-        "gauge",
-        "MAX_CONNECTIONS.",
-        s.max_connections.into(),
-    );
-    metric(
-        "queued_bytes",
-        "gauge",
-        "Outbound bytes waiting for slow sockets.",
-        s.queued_bytes as u64,
-    );
-    metric(
-        "read_buffer_bytes",
-        "gauge",
-        "Bytes of the shared budget for reading large frames in use.",
-        s.read_buffer_bytes as u64,
-    );
-    metric(
-        "blocked_ips",
-        "gauge",
-        "Client IPs blocked right now.",
-        s.blocked_ips as u64,
-    );
-    metric(
-        "connections_total",
-        "counter",
-        "WebSocket connections accepted.",
-        st.connections_total,
-    );
-    metric(
-        "messages_relayed_total",
-        "counter",
-        "Chat messages relayed to a room.",
-        st.messages_relayed,
-    );
-    metric(
-        "reactions_relayed_total",
-        "counter",
-        "Reactions relayed to a room.",
-        st.reactions_relayed,
-    );
-    metric(
-        "deliveries_total",
-        "counter",
-        "Room frames written to members.",
-        st.deliveries,
-    );
-    metric(
-        "rate_limited_total",
-        "counter",
-        "Frames answered with RATE_LIMITED.",
-        st.rate_limited,
-    );
-    metric(
-        "protocol_errors_total",
-        "counter",
-        "Frames answered with an error code.",
-        st.protocol_errors,
-    );
-    metric(
-        "oversize_messages_total",
-        "counter",
-        "Connections closed for an oversize message.",
-        st.oversize_messages,
-    );
-    metric(
-        "flood_closes_total",
-        "counter",
-        "Connections closed for exceeding the frame limit.",
-        st.flood_closes,
-    );
-    metric(
-        "slow_consumer_closes_total",
-        "counter",
-        "Connections closed with 1013 as slow consumers.",
-        st.slow_consumer_closes,
-    );
-    metric(
-        "heartbeat_timeouts_total",
-        "counter",
-        "Connections dropped for silence.",
-        st.heartbeat_timeouts,
-    );
-    metric(
-        "strikes_total",
-        "counter",
-        "Abuse strikes counted against client IPs.",
-        s.strikes_total,
-    );
-    metric(
-        "ip_blocks_total",
-        "counter",
-        "Client IPs blocked.",
-        s.ip_blocks_total,
-    );
     let _ = write!(
         out,
         "# HELP whisper_rejected_connections_total WebSocket upgrades refused, by reason.\n\
