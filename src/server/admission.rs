@@ -9,18 +9,19 @@
 
 use std::cell::Cell;
 use std::cell::RefCell;
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 
 use super::Shared;
+use super::head::{self, HeadError};
 use super::refusals::{Reject, refuse};
-use super::{head, routes};
+use super::routes;
 use crate::clock;
 use crate::limits::canonical_ip;
 use crate::session::Session;
@@ -35,9 +36,9 @@ const LISTEN_BACKLOG: i32 = 4096;
 const EVICT_IDLE_MICROS: u64 = 250_000;
 
 /// One connection in its HTTP phase, shared by the table and its task.
-pub(super) struct Pending {
+struct Pending {
     /// When its last byte arrived (its accept time before the first).
-    pub(super) last_progress: Cell<u64>,
+    last_progress: Cell<u64>,
     /// Tells the task to give up its slot (answering 408).
     evict: Sender<()>,
 }
@@ -70,10 +71,10 @@ impl Table {
 }
 
 /// A slot in the HTTP-phase table; dropping it frees the slot and the IP's count.
-pub(super) struct Slot<'a> {
+struct Slot<'a> {
     shared: &'a Shared,
     /// Its entry in the table, where reading the head records progress.
-    pub(super) entry: Rc<Pending>,
+    entry: Rc<Pending>,
     /// The address counted against `HTTP_PENDING_LIMIT_PER_IP` (none for a
     /// trusted proxy).
     counted_ip: Option<IpAddr>,
@@ -166,29 +167,50 @@ pub(super) async fn accept_loop(
         });
         shared.table.pending.borrow_mut().push(entry.clone());
         let counted_ip = (!exempt).then_some(ip);
-        let task_shared = shared.clone();
-        shared
-            .ex
-            .spawn(async move {
-                let slot = Slot {
-                    shared: &task_shared,
-                    entry,
-                    counted_ip,
-                };
-                let upgraded = routes::serve(&task_shared, &sock, peer, slot, evicted).await;
-                if let Some((id, leftover)) = upgraded {
-                    let hub = task_shared.hub.clone();
-                    let session =
-                        Session::new(id, hub, task_shared.cfg.clone(), sock, leftover).await;
-                    // A task of its own: its allocation is just the session.
-                    task_shared.ex.spawn(session).detach();
-                }
-            })
-            .detach();
+        let task = connection_task(shared.clone(), sock, peer, entry, counted_ip, evicted);
+        shared.ex.spawn(task).detach();
         // Let the new connection read its head before the next accept: in a
         // burst, each request is served as it comes instead of all of them
         // piling into the table first.
         smol::future::yield_now().await;
+    }
+}
+
+/// One connection's HTTP phase: its head, read while it holds its slot in
+/// the table (`entry`), then the answer, or the upgrade, after which the
+/// connection runs as a session task of its own.
+async fn connection_task(
+    shared: Rc<Shared>,
+    sock: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    entry: Rc<Pending>,
+    counted_ip: Option<IpAddr>,
+    evicted: Receiver<()>,
+) {
+    let slot = Slot {
+        shared: &shared,
+        entry,
+        counted_ip,
+    };
+    let deadline = Instant::now() + shared.handshake_limit();
+    let mut is_head = false;
+    let progress = &slot.entry.last_progress;
+    let head = head::read_head(&sock, progress, deadline, &evicted, &mut is_head).await;
+    drop(slot);
+    let head = match head {
+        Ok(head) => head,
+        Err(HeadError::Closed) => return,
+        Err(HeadError::Refused(reject)) => {
+            let reply = refuse(&shared, reject);
+            head::answer(&shared, &sock, is_head, &reply).await;
+            return;
+        }
+    };
+    if let Some((id, leftover)) = routes::serve(&shared, &sock, peer, head, is_head).await {
+        let hub = shared.hub.clone();
+        let session = Session::new(id, hub, shared.cfg.clone(), sock, leftover).await;
+        // A task of its own: its allocation is just the session.
+        shared.ex.spawn(session).detach();
     }
 }
 

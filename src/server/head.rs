@@ -7,6 +7,7 @@
 //! moment for the client to close first, so the kernel does not reset the
 //! connection under the reply.
 
+use std::cell::Cell;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,6 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, Timer};
 
 use super::Shared;
-use super::admission::Pending;
 use super::refusals::Reject;
 use crate::clock;
 use crate::http::{self, MAX_HEAD_BYTES, Request};
@@ -50,12 +50,12 @@ enum Wake {
 }
 
 /// Reads one request head; returns it with any bytes that followed it.
-/// Records progress in `entry`; gives up at `deadline`, when the head falls
+/// Records when its last byte came in `progress`; gives up at `deadline`, when the head falls
 /// below the minimum rate, or when evicted. `is_head` tells, as soon as the
 /// first bytes say so, that the request is a HEAD (its answer has no body).
 pub(super) async fn read_head(
     sock: &Async<TcpStream>,
-    entry: &Pending,
+    progress: &Cell<u64>,
     deadline: Instant,
     evicted: &smol::channel::Receiver<()>,
     is_head: &mut bool,
@@ -101,7 +101,7 @@ pub(super) async fn read_head(
             Wake::Read(Ok(n)) => n,
         };
         let now = clock::now_micros();
-        entry.last_progress.set(now);
+        progress.set(now);
         first_byte_at.get_or_insert(now);
         // Search from just before the new bytes: the terminator may straddle.
         let from = buf.len().saturating_sub(3);

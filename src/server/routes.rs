@@ -5,13 +5,11 @@
 //! entry when the peer is one of `TRUSTED_PROXIES`.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Instant;
 
 use smol::Async;
 
 use super::Shared;
-use super::admission::Slot;
-use super::head::{self, HeadError};
+use super::head;
 use super::refusals::{Reject, refuse};
 use crate::config::Config;
 use crate::http::{self, Request, Route};
@@ -22,29 +20,16 @@ use crate::rooms::Hub;
 use crate::status::{self, HttpPhase, Snapshot};
 use crate::{board, clock, handshake};
 
-/// Serves one HTTP request. Returns the connection id and leftover bytes when
-/// the connection was upgraded to a WebSocket. `slot` is its place in the
-/// HTTP-phase table, given up as soon as the head is read (or not).
+/// Answers one request head, `is_head` when it is a HEAD request. Returns
+/// the connection id and leftover bytes when the connection was upgraded to
+/// a WebSocket.
 pub(super) async fn serve(
     shared: &Shared,
     sock: &Async<TcpStream>,
     peer: SocketAddr,
-    slot: Slot<'_>,
-    evicted: smol::channel::Receiver<()>,
+    (req, leftover): (Request, Vec<u8>),
+    is_head: bool,
 ) -> Option<(ConnId, Vec<u8>)> {
-    let deadline = Instant::now() + shared.handshake_limit();
-    let mut is_head = false;
-    let head = head::read_head(sock, &slot.entry, deadline, &evicted, &mut is_head).await;
-    drop(slot);
-    let (req, leftover) = match head {
-        Ok(x) => x,
-        Err(HeadError::Closed) => return None,
-        Err(HeadError::Refused(reject)) => {
-            let reply = refuse(shared, reject);
-            head::answer(shared, sock, is_head, &reply).await;
-            return None;
-        }
-    };
     let reply = match route_upgrades(&req) {
         Route::Health { head } => {
             let snap = snapshot(shared);
