@@ -12,8 +12,11 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// A parsed request head. Header names are kept as sent; lookups ignore case.
 #[derive(Debug)]
 pub struct Request {
+    /// The method, upper case (`GET`, `HEAD`, ...).
     pub method: String,
+    /// The path, without query or fragment (the absolute form is reduced to it).
     pub path: String,
+    /// The minor HTTP version: 0 or 1.
     pub version_minor: u8,
     headers: Vec<(String, String)>,
 }
@@ -122,20 +125,27 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
+    /// `/health` (and a plain `/`): the status JSON.
     Health {
+        /// A HEAD request: the headers without the body.
         head: bool,
     },
+    /// `/metrics`: Prometheus text.
     Metrics {
+        /// A HEAD request: the headers without the body.
         head: bool,
     },
+    /// `/ws`: a WebSocket upgrade.
     WebSocket,
-    /// `/app` and everything under it: the hub's page (`page.rs`).
+    /// `/app` and everything under it: the relay's page (`page.rs`).
     Page,
+    /// No such path.
     NotFound,
     /// A known path with a method it does not take; the value is `Allow`.
     MethodNotAllowed(&'static str),
 }
 
+/// What a request for `path` with `method` asks for.
 pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/" | "/health" => match method {

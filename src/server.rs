@@ -1,16 +1,16 @@
 //! The process lifecycle: signal handlers, the executor, systemd's
 //! notifications, and the shutdown sequence around the listener.
 //!
-//! What happens to a connection is split by concern, in the order it meets
-//! them:
+//! The listener's work is split by concern, in the order a connection meets
+//! it (the timers run beside):
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`admission`] | listener tuning, the accept loop, the HTTP-phase table and its per-IP shares |
-//! | [`head`] | reading one request head (deadline, minimum rate, eviction) and the lingering replies |
-//! | [`routes`] | what a head asks for, the upgrade checks, the client's address, the status snapshot |
-//! | [`refusals`] | every refusal of the HTTP phase as one table: status, code, message, header, counter |
-//! | [`timers`] | heartbeat, stall sweep, watchdog, and the wait for connections to close at shutdown |
+//! | `admission` | listener tuning, the accept loop, the HTTP-phase table and its per-IP shares |
+//! | `head` | reading one request head (deadline, minimum rate, eviction) and the lingering replies |
+//! | `routes` | what a head asks for, the upgrade checks, the client's address, the status snapshot |
+//! | `refusals` | every refusal of the HTTP phase as one table: status, code, message, header, counter |
+//! | `timers` | heartbeat, stall sweep, watchdog, and the wait for connections to close at shutdown |
 
 mod admission;
 mod head;

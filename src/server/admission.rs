@@ -197,7 +197,7 @@ async fn connection_task(
     let progress = &slot.entry.last_progress;
     let head = head::read_head(&sock, progress, deadline, &evicted, &mut is_head).await;
     drop(slot);
-    let head = match head {
+    let (req, leftover) = match head {
         Ok(head) => head,
         Err(HeadError::Closed) => return,
         Err(HeadError::Refused(reject)) => {
@@ -206,7 +206,8 @@ async fn connection_task(
             return;
         }
     };
-    if let Some((id, leftover)) = routes::serve(&shared, &sock, peer, head, is_head).await {
+    if let Some((id, leftover)) = routes::serve(&shared, &sock, peer, req, leftover, is_head).await
+    {
         let hub = shared.hub.clone();
         let session = Session::new(id, hub, shared.cfg.clone(), sock, leftover).await;
         // A task of its own: its allocation is just the session.

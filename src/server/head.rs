@@ -50,9 +50,10 @@ enum Wake {
 }
 
 /// Reads one request head; returns it with any bytes that followed it.
-/// Records when its last byte came in `progress`; gives up at `deadline`, when the head falls
-/// below the minimum rate, or when evicted. `is_head` tells, as soon as the
-/// first bytes say so, that the request is a HEAD (its answer has no body).
+/// Records when its last byte came in `progress`; gives up at `deadline`,
+/// when the head falls below the minimum rate, or when evicted. `is_head`
+/// tells, as soon as the first bytes say so, that the request is a HEAD (its
+/// answer has no body).
 pub(super) async fn read_head(
     sock: &Async<TcpStream>,
     progress: &Cell<u64>,

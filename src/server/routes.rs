@@ -20,14 +20,15 @@ use crate::rooms::Hub;
 use crate::status::{self, HttpPhase, Snapshot};
 use crate::{board, clock, handshake};
 
-/// Answers one request head, `is_head` when it is a HEAD request. Returns
-/// the connection id and leftover bytes when the connection was upgraded to
-/// a WebSocket.
+/// Answers one request (`is_head`: a HEAD request); `leftover` are the bytes
+/// that followed its head. Returns the connection id and those bytes when the
+/// connection was upgraded to a WebSocket.
 pub(super) async fn serve(
     shared: &Shared,
     sock: &Async<TcpStream>,
     peer: SocketAddr,
-    (req, leftover): (Request, Vec<u8>),
+    req: Request,
+    leftover: Vec<u8>,
     is_head: bool,
 ) -> Option<(ConnId, Vec<u8>)> {
     let reply = match route_upgrades(&req) {
