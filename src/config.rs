@@ -114,6 +114,13 @@ impl Source {
         Source { env, dotenv }
     }
 
+    /// A source of these environment variables alone, for tests.
+    #[cfg(test)]
+    pub fn from_vars(vars: &[(&str, &str)]) -> Source {
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Source::from_maps(env.collect(), HashMap::new())
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.env
             .get(key)

@@ -247,14 +247,9 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use crate::config::Source;
-    use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Config {
-        let env = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>();
-        Config::load(&Source::from_maps(env, HashMap::new())).unwrap()
+        Config::load(&Source::from_vars(vars)).unwrap()
     }
 
     fn request(head: &str) -> Request {
