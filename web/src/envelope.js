@@ -129,3 +129,10 @@ export const chatEnvelope = (text, name) => ({ t: text, n: name });
 export function chatFrameLength(text, name) {
   return messageFrameLength(sealedLength(utf8(JSON.stringify(chatEnvelope(text, name))).length));
 }
+
+/**
+ * This browser's tag in room `roomId`: the same for every tab of this browser
+ * in that room (so its tabs show as one person), unlinkable across rooms.
+ * `secret` is this browser's random bytes (kept in localStorage).
+ */
+export const personTag = (secret, roomId) => toB64u(hkdf(sha256, secret, SALT, utf8(`person/${roomId}`), 9));

@@ -1,24 +1,39 @@
-// The lobby: a name, then a new room, the room of an invite link, or a room
-// by name and passphrase (its key derived by scrypt in a Worker).
-import { $, store } from './dom.js';
+// The lobby: a name, then the room of an invite link, a room of one's own
+// (remembered in this browser), a new room, or a room by name and passphrase
+// (its key derived by scrypt in a Worker).
+import { $, el, button, store } from './dom.js';
 import { newRoomKey, decodeKey } from './envelope.js';
 import { openInvite } from './invite.js';
-import { MAX_NAME, current, enterRoom } from './room.js';
+import { MAX_NAME, current, cut, enterRoom, leaveRoom } from './room.js';
+import { forgetRoom, rememberRoom, savedRooms } from './saved.js';
 
 let invitedKey = null;
 
 /** The room key of the invite link this page was opened with, or null. */
 export const invited = () => invitedKey;
 
-/** The lobby's error line ('' clears it). */
-export function lobbyError(text) {
-  $('lobby-error').textContent = text;
+/** The lobby's error line ('' clears it); `id` 'pass-error' for the passphrase form's. */
+export function lobbyError(text, id = 'lobby-error') {
+  $(id).textContent = text;
+  if (text && id === 'lobby-error') $('lobby-form').scrollIntoView({ block: 'nearest' });
+}
+
+const tidyName = () => $('name').value.trim().replace(/\s+/g, ' ');
+
+/** Says so when the name typed is longer than others will see it. */
+function checkNameLength() {
+  const full = tidyName();
+  const shown = cut(full);
+  $('name-cut').textContent = shown.length < full.length
+    ? `Names are cut to ${MAX_NAME} characters: others will see "${shown}".`
+    : '';
 }
 
 /** The name typed, tidied and remembered; null (with a hint) when empty. */
-function displayName() {
-  const name = $('name').value.trim().replace(/\s+/g, ' ').slice(0, MAX_NAME);
+function displayName(errorId = 'lobby-error') {
+  const name = cut(tidyName());
   if (!name) {
+    if (errorId !== 'lobby-error') lobbyError('Type your name first, at the top.', errorId);
     lobbyError('Type your name first: it is shown to the others in the room.');
     $('name').focus();
     return null;
@@ -40,8 +55,7 @@ export function readInviteFragment() {
   }
   invitedKey = key;
   $('invited').hidden = false;
-  $('join-invite').hidden = false;
-  $('new-room').classList.remove('primary');
+  $('new-room').classList.replace('primary', 'secondary');
 }
 
 function deriveInWorker(roomName, passphrase) {
@@ -63,12 +77,13 @@ function deriveInWorker(roomName, passphrase) {
 async function joinByPassphrase(ev) {
   ev.preventDefault();
   lobbyError('');
-  const name = displayName();
+  lobbyError('', 'pass-error');
+  const name = displayName('pass-error');
   if (!name) return;
   const roomName = $('room-name').value.trim();
   const pass = $('passphrase').value;
   if (!roomName || !pass) {
-    lobbyError('Type both the room name and the passphrase.');
+    lobbyError('Type both the room name and the passphrase.', 'pass-error');
     (roomName ? $('passphrase') : $('room-name')).focus();
     return;
   }
@@ -82,21 +97,80 @@ async function joinByPassphrase(ev) {
     $('passphrase').value = '';
     enterRoom(key, name, roomName);
   } catch (e) {
-    lobbyError(`Could not derive the room key: ${e.message}`);
+    lobbyError(`Could not derive the room key: ${e.message}`, 'pass-error');
   } finally {
     btn.disabled = false;
     btn.textContent = 'Enter the room';
   }
 }
 
+/** Lists the rooms remembered in this browser, each to open or forget. */
+export function renderSaved() {
+  const list = savedRooms();
+  $('saved').hidden = !list.length;
+  $('saved-list').replaceChildren(...list.map((room) => {
+    const li = el('li');
+    const go = button('open', room.l, () => {
+      const name = displayName();
+      if (name) enterRoom(decodeKey(room.k), name, room.r, room.n);
+    });
+    go.disabled = !decodeKey(room.k);
+    const forget = button('forget', 'Forget', () => {
+      forgetRoom(room);
+      const undo = button('', 'Undo', () => {
+        rememberRoom(room);
+        renderSaved();
+        $('saved-list').querySelector('.open')?.focus();
+      });
+      li.replaceChildren(el('span', 'gone', `"${room.l}" forgotten.`), undo);
+      undo.focus();
+    });
+    forget.setAttribute('aria-label', `Forget ${room.l}`);
+    li.append(go, forget);
+    return li;
+  }));
+}
+
+/** Back in the lobby after Leave: a way straight back, with the focus on it. */
+export function showLeft(left) {
+  lobbyError('');
+  renderSaved();
+  $('left-text').textContent = `You left "${left.l}". It stays in Your rooms below until you forget it.`;
+  $('left-notice').hidden = false;
+  $('rejoin').onclick = () => {
+    const name = displayName();
+    if (name) enterRoom(decodeKey(left.k), name, left.r, left.n);
+  };
+  $('rejoin').focus();
+}
+
+/** Leaves a passphrase room whose passphrase was probably mistyped, to type it again. */
+export function retype() {
+  const left = leaveRoom();
+  if (!left) return;
+  forgetRoom(left);
+  renderSaved();
+  $('left-notice').hidden = true;
+  $('pass-box').open = true;
+  $('room-name').value = left.r;
+  $('passphrase').value = '';
+  lobbyError('Type the passphrase again, as the others typed it.', 'pass-error');
+  $('passphrase').focus();
+}
+
 /** Wires the lobby's controls. */
 export function initLobby() {
   $('name').value = store.get('whisper.name') || '';
-  $('new-room').onclick = () => {
+  $('name').addEventListener('input', checkNameLength);
+  checkNameLength();
+  renderSaved();
+  $('new-form').onsubmit = (ev) => {
+    ev.preventDefault();
     lobbyError('');
     const name = displayName();
     if (name) {
-      enterRoom(newRoomKey(), name, '');
+      enterRoom(newRoomKey(), name, '', $('new-title').value.trim() || `${name}'s room`);
+      $('new-title').value = '';
       openInvite(current());
     }
   };
@@ -107,7 +181,8 @@ export function initLobby() {
   };
   $('lobby-form').onsubmit = (ev) => {
     ev.preventDefault();
-    (invitedKey ? $('join-invite') : $('new-room')).click();
+    if (invitedKey) $('join-invite').click();
+    else $('new-form').requestSubmit();
   };
   $('pass-form').onsubmit = joinByPassphrase;
 }

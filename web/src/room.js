@@ -1,22 +1,26 @@
 // Being in a room: entering and leaving, the connection, and what to do with
 // each frame the relay sends. State lives in a RoomState (state.js), the
 // look in view.js, what this page says in compose.js.
-import { $, tabStore } from './dom.js';
-import { encodeKey, deriveRoom, seal, open } from './envelope.js';
+import { $, store, tabStore } from './dom.js';
+import { encodeKey, deriveRoom, seal, open, personTag } from './envelope.js';
+import { toB64u, fromB64u } from './codec.js';
 import { Connection } from './connection.js';
 import { errorSentence, retrySeconds, closeSentence } from './errors.js';
 import { joinFrame, leaveFrame, REQUEST_ERRORS } from './frames.js';
-import { showUnread, chime, buzz } from './notify.js';
+import { TITLE, clearCues, showIncoming } from './cues.js';
 import { RoomState } from './state.js';
-import { flushOutbox, queueSend, sendReaction, updateLeft } from './compose.js';
+import { rememberRoom, relabelRoom } from './saved.js';
+import { block, flushOutbox, queueSend, sendReaction, stopBlock, updateLeft } from './compose.js';
 import {
-  QUICK, addReactionBar, appendToLog, chatError, markDelivered, markFailed, messageEntry, renderMembers,
-  renderReactions, renderTyping, setTime, showConnState, showDropped, system, togglePanel, undecryptableEntry,
+  appendToLog, markDelivered, markFailed, messageEntry, scrollToEnd, setTime, system, undecryptableEntry,
+} from './log.js';
+import { QUICK, addReactions, renderReactions } from './reactions.js';
+import {
+  chatError, renderMembers, renderTyping, showConnState, showDropped, showWrongKey, stopConnTicker, togglePanel,
 } from './view.js';
 
-/** The page's title without an unread count. */
-export const TITLE = 'Whisper';
-/** Display names are cut to this many characters. */
+export { TITLE };
+/** Display names and room names are cut to this many characters. */
 export const MAX_NAME = 40;
 const TYPING_SHOWN_MS = 6000;
 
@@ -25,19 +29,48 @@ let room = null;
 /** The room this page is in, or null in the lobby. */
 export const current = () => room;
 
-/** Enters a room: an invite-link room, or with `roomName` a passphrase room. */
-export function enterRoom(key, name, roomName = '') {
+/** This browser's secret for person tags: random, made once, never sent anywhere. */
+function browserSecret() {
+  let secret = fromB64u(store.get('whisper.me') || '');
+  if (!secret || secret.length !== 16) {
+    secret = crypto.getRandomValues(new Uint8Array(16));
+    store.set('whisper.me', toB64u(secret));
+  }
+  return secret;
+}
+
+/** `text` cut to `max` characters (whole code points). */
+export const cut = (text, max = MAX_NAME) => Array.from(text).slice(0, max).join('');
+
+/** The sealed profile: name, person tag, and the room's name when known (left out if too long). */
+function profile(r) {
+  const p = { n: r.name, p: r.myTag };
+  const withTitle = r.title ? seal(r.messageKey, 'profile', { ...p, r: r.title }) : '';
+  return withTitle && withTitle.length <= 512 ? withTitle : seal(r.messageKey, 'profile', p);
+}
+
+/** How this room is saved and restored: `{k, r}` identifies it. */
+const savedForm = (r) => ({ k: encodeKey(r.key), r: r.roomName, l: r.label, n: r.title });
+
+/**
+ * Enters a room: an invite-link room, or with `roomName` a passphrase room.
+ * `title` is the room's name if this page knows it (its creator typed it).
+ */
+export function enterRoom(key, name, roomName = '', title = '') {
   const { roomId, messageKey } = deriveRoom(key, roomName || null);
-  const r = new RoomState({ key, roomId, messageKey, name, roomName });
-  r.profile = seal(messageKey, 'profile', { n: name });
+  const r = new RoomState({
+    key, roomId, messageKey, name, roomName, title: cut((title || '').trim()), myTag: personTag(browserSecret(), roomId),
+  });
+  r.profile = profile(r);
   room = r;
-  tabStore.set('whisper.room', JSON.stringify({ k: encodeKey(key), r: roomName }));
+  saveRoom(r);
   $('lobby').hidden = true;
   $('chat').hidden = false;
   $('room-title').textContent = r.label;
   $('log').replaceChildren();
   chatError('');
   showDropped(0);
+  showWrongKey('');
   if (matchMedia('(min-width: 720px)').matches) togglePanel('members', true);
   updateLeft(r);
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
@@ -51,20 +84,29 @@ export function enterRoom(key, name, roomName = '') {
   $('text').focus();
 }
 
+function saveRoom(r) {
+  rememberRoom(savedForm(r));
+  tabStore.set('whisper.room', JSON.stringify({ k: encodeKey(r.key), r: r.roomName, t: r.title }));
+}
+
 function sendJoin(r) {
   r.conn.send(joinFrame({ room: r.roomId, userId: r.myId, avatar: r.profile }));
 }
 
-/** Leaves the room for the lobby. */
+/** Leaves the room for the lobby; returns what it takes to rejoin: `{k, r, l, n}` (saved.js). */
 export function leaveRoom() {
-  if (!room) return;
-  room.conn.send(leaveFrame());
-  room.conn.stop();
+  if (!room) return null;
+  const r = room;
+  r.conn.send(leaveFrame());
+  r.conn.stop();
   room = null;
+  stopBlock();
+  stopConnTicker();
   tabStore.remove('whisper.room');
-  showUnread(0, TITLE);
+  clearCues();
   $('chat').hidden = true;
   $('lobby').hidden = false;
+  return savedForm(r);
 }
 
 function showState(r, s) {
@@ -76,30 +118,52 @@ function onClosed(r, code) {
   if (room !== r) return;
   r.joined = false;
   // What was sent but not confirmed may or may not have reached the room.
-  for (const req of r.takeAllOpen()) if (req.kind === 'msg') failed(r, req.entry);
+  for (const req of r.takeAllOpen()) if (req.kind === 'msg') failed(r, req.entry, 'connection lost');
   const why = closeSentence(code);
   chatError(why ? `${why} Reconnecting…` : '');
 }
 
-function failed(r, entry) {
-  markFailed(entry, () => queueSend(r, entry, entry.text));
+function failed(r, entry, reason) {
+  markFailed(entry, reason, () => queueSend(r, entry, entry.text));
 }
 
 function addMember(r, user) {
   const opened = open(r.messageKey, 'profile', user.avatar);
-  const name = opened.ok && typeof opened.value.n === 'string' ? opened.value.n.slice(0, MAX_NAME) : null;
-  r.addMember(user.id, name);
+  const v = opened.ok && opened.value && typeof opened.value === 'object' ? opened.value : {};
+  const name = typeof v.n === 'string' ? cut(v.n) : null;
+  r.addMember(user.id, name, typeof v.p === 'string' ? v.p : '', typeof v.r === 'string' ? cut(v.r) : '');
   return name;
 }
 
-const showMembers = (r) => renderMembers(r.members.values(), r.myId, r.name);
+function membersChanged(r) {
+  renderMembers(r.people(), r.name);
+  if (r.adoptTitle()) {
+    $('room-title').textContent = r.label;
+    r.profile = profile(r);
+    relabelRoom(savedForm(r));
+    saveRoom(r);
+  }
+  checkKey(r);
+}
+
+/** In a passphrase room where no one else's profile opens, the passphrase typed here is probably wrong. */
+function checkKey(r) {
+  if (!r.roomName || r.othersReadable() || !r.othersUnreadable()) {
+    showWrongKey('');
+    return;
+  }
+  const others = [...r.members.keys()].filter((id) => id !== r.myId).length;
+  showWrongKey(others > 1
+    ? 'Nobody here can read your messages, and you cannot read theirs: the passphrase you typed is probably not the one the others use.'
+    : 'The other person here uses another passphrase: one of you probably mistyped it. Check yours.');
+}
 
 function onFrame(r, f) {
   switch (f.type) {
     case 'userList': {
       r.members.clear();
       for (const u of f.users || []) addMember(r, u);
-      showMembers(r);
+      membersChanged(r);
       const first = !r.everJoined;
       r.joined = r.everJoined = true;
       r.conn.healthy();
@@ -109,22 +173,25 @@ function onFrame(r, f) {
       flushOutbox(r);
       break;
     }
-    case 'userJoined':
-      system(`${addMember(r, f.user) || 'Someone with another key'} joined.`);
-      showMembers(r);
+    case 'userJoined': {
+      const name = addMember(r, f.user);
+      system(r.isMe(f.user.id) ? 'You opened this room in another tab.' : `${name || 'Someone with another key'} joined.`);
+      membersChanged(r);
       break;
+    }
     case 'userLeft': {
+      const mine = r.isMe(f.userId);
       const name = r.removeMember(f.userId);
       setTyping(r, f.userId, false);
-      showMembers(r);
-      system(`${name || 'Someone with another key'} left.`);
+      membersChanged(r);
+      system(mine ? 'Your other tab left the room.' : `${name || 'Someone with another key'} left.`);
       break;
     }
     case 'message':
       onMessage(r, f);
       break;
     case 'userTyping':
-      if (f.user && f.user.id !== r.myId) setTyping(r, f.user.id, !!f.isTyping);
+      if (f.user && !r.isMe(f.user.id)) setTyping(r, f.user.id, !!f.isTyping);
       break;
     case 'reaction':
       onReaction(r, f);
@@ -154,50 +221,50 @@ function onMessage(r, f) {
       showDropped(++r.dropped);
       return;
     }
-    appendToLog(undecryptableEntry(f.timestamp).li);
-    notifyNew(r);
+    showIncoming(r, undecryptableEntry(f.timestamp).li);
     return;
   }
-  const who = typeof opened.value.n === 'string' ? opened.value.n.slice(0, MAX_NAME) : 'someone';
+  const who = typeof opened.value.n === 'string' ? cut(opened.value.n) : 'someone';
+  if (f.user && r.isMe(f.user.id)) {
+    // Said in another tab of this browser: one's own message.
+    const entry = messageEntry(who, opened.value.t, true, '✓ from your other tab');
+    entry.mark.classList.add('delivered');
+    setTime(entry, f.timestamp);
+    attachReactions(r, entry, f.id);
+    if (appendToLog(entry.li)) scrollToEnd();
+    return;
+  }
   const entry = messageEntry(who, opened.value.t, false);
   setTime(entry, f.timestamp);
   attachReactions(r, entry, f.id);
-  appendToLog(entry.li);
-  setTyping(r, f.user.id, false);
-  notifyNew(r);
+  showIncoming(r, entry.li);
+  if (f.user) setTyping(r, f.user.id, false);
 }
 
 function attachReactions(r, entry, id) {
   if (!id || entry.id) return;
   entry.id = id;
   r.remember(id, entry);
-  addReactionBar(entry, (emoji) => sendReaction(r, id, emoji));
+  addReactions(entry, (emoji) => sendReaction(r, id, emoji));
 }
 
 function onReaction(r, f) {
   if (f.user && f.user.id === r.myId) r.takeReactionEcho();
   const entry = r.messages.get(f.messageId);
   if (!entry || !f.user || !QUICK.includes(f.emoji)) return;
-  const reactions = r.toggleReaction(f.messageId, f.emoji, f.user.id);
-  renderReactions(entry, reactions, r.myId, (emoji) => sendReaction(r, entry.id, emoji));
+  r.toggleReaction(f.messageId, f.emoji, f.user.id);
+  renderReactions(entry, r.reactionSummary(f.messageId), (emoji) => sendReaction(r, entry.id, emoji));
 }
 
+const REASONS = { RATE_LIMITED: 'sent too fast', MESSAGE_TOO_LARGE: 'too long', NOT_IN_ROOM: 'not connected yet' };
+
 function onError(r, f) {
-  const sentence = errorSentence(f);
-  chatError(sentence);
+  if (f.code === 'RATE_LIMITED') block(r, retrySeconds(f.message) * 1000);
+  else chatError(errorSentence(f));
   if (REQUEST_ERRORS.has(f.code)) {
     // Replies keep the order of requests: the oldest open request failed.
     const req = r.takeFailed();
-    if (req && req.kind === 'msg') failed(r, req.entry);
-  }
-  if (f.code === 'RATE_LIMITED') {
-    const ms = retrySeconds(f.message) * 1000;
-    r.blockedUntil = Date.now() + ms;
-    updateLeft(r);
-    setTimeout(() => {
-      updateLeft(room);
-      if ($('chat-error').textContent === sentence) chatError('');
-    }, ms + 50);
+    if (req && req.kind === 'msg') failed(r, req.entry, REASONS[f.code] || 'refused by the hub');
   }
   if (f.code === 'USER_ID_TAKEN') {
     r.renewId();
@@ -210,20 +277,4 @@ function setTyping(r, id, on) {
   if (on) r.typers.set(id, setTimeout(() => setTyping(r, id, false), TYPING_SHOWN_MS));
   else r.typers.delete(id);
   renderTyping([...r.typers.keys()].map((i) => r.memberName(i) || 'someone'));
-}
-
-function notifyNew(r) {
-  if (document.visibilityState === 'visible' && document.hasFocus()) return;
-  r.unread++;
-  showUnread(r.unread, TITLE);
-  if ($('opt-sound').checked) chime();
-  if ($('opt-vibrate').checked) buzz();
-}
-
-/** The tab is back in view: the unread count goes. */
-export function clearUnread() {
-  if (room && room.unread && document.visibilityState === 'visible') {
-    room.unread = 0;
-    showUnread(0, TITLE);
-  }
 }

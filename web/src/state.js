@@ -16,12 +16,15 @@ export const newUserId = () => toB64u(crypto.getRandomValues(new Uint8Array(12))
 
 /** One room as this page knows it. */
 export class RoomState {
-  /** `key` room key, `roomId` relay id, `messageKey`, display `name`, passphrase `roomName` or ''. */
-  constructor({ key, roomId, messageKey, name, roomName = '', label = '' }) {
-    Object.assign(this, { key, roomId, messageKey, name, roomName });
-    this.label = label || roomName || `Room ${roomId.slice(0, 6)}`;
+  /**
+   * `key` room key, `roomId` relay id, `messageKey`, display `name`, passphrase
+   * `roomName` or '', `myTag` this browser's tag in the room (envelope.js
+   * personTag), `title` the room's name given by its creator ('' if unknown).
+   */
+  constructor({ key, roomId, messageKey, name, roomName = '', myTag = '', title = '' }) {
+    Object.assign(this, { key, roomId, messageKey, name, roomName, myTag, title });
     this.myId = newUserId();
-    this.members = new Map(); // id -> { id, name | null }
+    this.members = new Map(); // id -> { id, name | null, tag, title }, in join order
     this.messages = new Map(); // message id -> what the view keeps for it
     this.reactions = new Map(); // message id -> Map(emoji -> Set(user id))
     this.inFlight = []; // budgeted requests awaiting their echo or error, in order
@@ -30,11 +33,17 @@ export class RoomState {
     this.everJoined = false;
     this.lastShownId = null; // newest message id on screen (catch-up resumes after it)
     this.dropped = 0;
-    this.unread = 0;
+    this.unread = 0; // messages that came while the tab was away (the title count)
+    this.unseen = 0; // messages below the unread divider not yet looked at
     this.blockedUntil = 0;
     this.typingSent = 0; // when this page last said it is typing (0: it said it stopped)
     this.typingIdle = 0; // timer that says so after a pause
     this.typers = new Map(); // user id -> timer that ends their typing line
+  }
+
+  /** What the room is called on this page: its creator's name for it, the passphrase room's name, or its id. */
+  get label() {
+    return this.title || this.roomName || `Room ${this.roomId.slice(0, 6)}`;
   }
 
   /** A new identity after USER_ID_TAKEN. */
@@ -48,9 +57,53 @@ export class RoomState {
     for (const m of members) this.members.set(m.id, m);
   }
 
-  /** Adds or updates one member. */
-  addMember(id, name) {
-    this.members.set(id, { id, name });
+  /** Adds or updates one member: `name` null when its profile did not open. */
+  addMember(id, name, tag = '', title = '') {
+    this.members.set(id, { id, name, tag, title });
+  }
+
+  /** Whether user `id` is this person: this tab, or another tab of this browser. */
+  isMe(id) {
+    if (id === this.myId) return true;
+    const m = this.members.get(id);
+    return !!(m && m.tag && m.tag === this.myTag);
+  }
+
+  /**
+   * The people in the room, in order of arrival: the tabs of one browser are
+   * one person. `[{name, ids, me}]`; `name` null for someone with another key.
+   */
+  people() {
+    const byKey = new Map();
+    for (const m of this.members.values()) {
+      const k = m.tag ? `t:${m.tag}` : `i:${m.id}`;
+      const p = byKey.get(k);
+      if (p) p.ids.push(m.id);
+      else byKey.set(k, { name: m.name, ids: [m.id], me: this.isMe(m.id) });
+    }
+    return [...byKey.values()];
+  }
+
+  /** Takes the room's name from the earliest member who knows it; true when it changed. */
+  adoptTitle() {
+    if (this.title) return false;
+    for (const m of this.members.values()) {
+      if (m.title) {
+        this.title = m.title;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Whether any other member's profile opened: someone here holds the same key. */
+  othersReadable() {
+    return [...this.members.values()].some((m) => m.name && !this.isMe(m.id));
+  }
+
+  /** Whether other members are here whose profiles did not open. */
+  othersUnreadable() {
+    return [...this.members.values()].some((m) => !m.name && m.id !== this.myId);
   }
 
   /** Removes a member; returns its name or null. */
@@ -131,5 +184,24 @@ export class RoomState {
     else who.add(userId);
     all.set(emoji, who); // an emptied emoji keeps its place should it come back
     return all;
+  }
+
+  /**
+   * The reactions of message `messageId` by person (tabs of one browser count
+   * once): `[{emoji, count, mine, thisTab}]`, in the order they first came.
+   */
+  reactionSummary(messageId) {
+    const out = [];
+    for (const [emoji, who] of this.reactions.get(messageId) || []) {
+      if (!who.size) continue;
+      const people = new Set();
+      for (const id of who) {
+        const m = this.members.get(id);
+        people.add(m && m.tag ? `t:${m.tag}` : id === this.myId ? `t:${this.myTag}` : `i:${id}`);
+      }
+      const mine = [...who].some((id) => this.isMe(id));
+      out.push({ emoji, count: people.size, mine, thisTab: who.has(this.myId) });
+    }
+    return out;
   }
 }
