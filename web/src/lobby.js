@@ -29,11 +29,10 @@ function checkNameLength() {
     : '';
 }
 
-/** The name typed, tidied and remembered; null (with a hint) when empty. */
-function displayName(errorId = 'lobby-error') {
+/** The name typed, tidied and remembered; null (with a hint beside the name, focused) when empty. */
+function displayName() {
   const name = cut(tidyName());
   if (!name) {
-    if (errorId !== 'lobby-error') lobbyError('Type your name first, at the top.', errorId);
     lobbyError('Type your name first: it is shown to the others in the room.');
     $('name').focus();
     return null;
@@ -78,7 +77,7 @@ async function joinByPassphrase(ev) {
   ev.preventDefault();
   lobbyError('');
   lobbyError('', 'pass-error');
-  const name = displayName('pass-error');
+  const name = displayName();
   if (!name) return;
   const roomName = $('room-name').value.trim();
   const pass = $('passphrase').value;

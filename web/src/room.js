@@ -101,6 +101,7 @@ export function leaveRoom() {
   r.conn.stop();
   room = null;
   stopBlock();
+  showConnState({ state: 'connecting' }, () => false);
   stopConnTicker();
   tabStore.remove('whisper.room');
   clearCues();

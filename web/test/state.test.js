@@ -73,3 +73,44 @@ test('members, the last message shown, and the bound on kept messages', () => {
   assert.ok(!r.messages.has('m0') && r.messages.has(`m${KEPT_MESSAGES + 9}`));
   assert.equal(r.lastShownId, `m${KEPT_MESSAGES + 9}`);
 });
+
+test('the tabs of one browser are one person, to itself and to the others', () => {
+  const r = make({ myTag: 'me-tag' });
+  r.addMember(r.myId, 'Ada', 'me-tag');
+  r.addMember('other-tab', 'Ada', 'me-tag');
+  r.addMember('b1', 'Bob', 'bob-tag');
+  r.addMember('b2', 'Bob', 'bob-tag');
+  r.addMember('eve', null, '');
+  const people = r.people();
+  assert.deepEqual(people.map((p) => [p.name, p.ids.length, p.me]), [['Ada', 2, true], ['Bob', 2, false], [null, 1, false]]);
+  assert.ok(r.isMe('other-tab') && !r.isMe('b1') && !r.isMe('eve'));
+  // A reaction from two tabs of one person counts once.
+  r.remember('m', {});
+  r.toggleReaction('m', '👍', 'b1');
+  r.toggleReaction('m', '👍', 'b2');
+  r.toggleReaction('m', '🎉', 'other-tab');
+  assert.deepEqual(r.reactionSummary('m'), [
+    { emoji: '👍', count: 1, mine: false, thisTab: false },
+    { emoji: '🎉', count: 1, mine: true, thisTab: false },
+  ]);
+});
+
+test('the room takes its name from the earliest member who knows it', () => {
+  const r = make();
+  r.addMember('a', 'Ada', 'ta', '');
+  assert.equal(r.adoptTitle(), false);
+  r.addMember('b', 'Bob', 'tb', 'Tea Club');
+  r.addMember('c', 'Cy', 'tc', 'Other Name');
+  assert.equal(r.adoptTitle(), true);
+  assert.equal(r.label, 'Tea Club');
+  assert.equal(r.adoptTitle(), false);
+});
+
+test('a wrong key: other members whose profiles do not open, and none that does', () => {
+  const r = make({ roomName: 'club' });
+  r.addMember(r.myId, 'Ada', r.myTag);
+  r.addMember('x', null);
+  assert.ok(r.othersUnreadable() && !r.othersReadable());
+  r.addMember('y', 'Yan', 'ty');
+  assert.ok(r.othersReadable());
+});
