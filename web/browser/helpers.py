@@ -21,8 +21,10 @@ def lobby(p, name):
     p.page.fill("#name", secret(name))
 
 
-def new_room(p, name):
+def new_room(p, name, title=None):
     lobby(p, name)
+    if title:
+        p.page.fill("#new-title", secret(title))
     p.page.click("#new-room")
     expect(p.page.locator("#invite")).to_be_visible(timeout=T)
     link = p.page.input_value("#invite-link")
@@ -77,10 +79,12 @@ def run_axe(page, context=None):
 def chat_scene(people, width, height, scheme):
     alice = people(width=width, height=height, scheme=scheme)
     bob = people(width=width, height=height, scheme=scheme)
-    link = new_room(alice, "Alice")
+    link = new_room(alice, "Alice", "Weekend walks")
     join_link(bob, link, "Bob")
     say(bob, "Is anyone up for a walk at five?")
     expect_msg(alice, "Bob", "Is anyone up for a walk at five?")
+    say(bob, "Route: https://www.openstreetmap.org/#map=15/51.505/-0.09")
+    expect_msg(alice, "Bob", "Route:")
     say(alice, "Yes! Meet at the old bridge.")
     expect_msg(bob, "Alice", "Yes! Meet at the old bridge.")
     m = expect_msg(bob, "Alice", "Yes! Meet at the old bridge.")
