@@ -264,3 +264,33 @@ def test_reacting_with_the_keyboard_and_a_long_press(people):
     party.tap()
     expect(pm.locator(".chip")).to_have_text("🎉 1", timeout=T)
     assert phone.page.evaluate("document.activeElement !== document.body")
+
+
+def test_axe_on_the_new_states(people, relay):
+    """axe-core, light and dark: the reaction palette, the new-messages button and
+    divider, a failed message, the wrong-passphrase hint, and the lobby after Leave."""
+    from helpers import join_pass, run_axe
+
+    for scheme in ("light", "dark"):
+        alice, bob, _ = pair(people, scheme=scheme)
+        for i in range(12):
+            say(bob, f"{scheme} filler {i} for scrolling")
+        expect_msg(alice, "Bob Cue", f"{scheme} filler 11")
+        alice.page.eval_on_selector("#log", "l => { l.scrollTop = 0; }")
+        say(bob, "https://example.org/ below the fold")
+        expect(alice.page.locator("#jump")).to_be_visible(timeout=T)
+        m = expect_msg(alice, "Bob Cue", f"{scheme} filler 0")
+        m.get_by_role("button", name="React", exact=True).click()
+        expect(m.get_by_role("button", name="React with 👍")).to_be_visible()
+        v = run_axe(alice.page)
+        assert v == [], f"chat {scheme}: {v}"
+        alice.page.click("#leave-btn")
+        expect(alice.page.locator("#rejoin")).to_be_focused()
+        v = run_axe(alice.page)
+        assert v == [], f"lobby after Leave {scheme}: {v}"
+        carol, dan = people(scheme=scheme), people(scheme=scheme)
+        join_pass(carol, f"Axe {scheme}", "first passphrase", "Carol Axe")
+        join_pass(dan, f"Axe {scheme}", "second passphrase", "Dan Axe")
+        expect(dan.page.locator("#wrong-key")).to_be_visible(timeout=T)
+        v = run_axe(dan.page)
+        assert v == [], f"wrong key {scheme}: {v}"
