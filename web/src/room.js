@@ -223,6 +223,7 @@ function onMessage(r, f) {
       return;
     }
     showIncoming(r, undecryptableEntry(f.timestamp).li);
+    if (f.id) r.lastShownId = f.id;
     return;
   }
   const who = typeof opened.value.n === 'string' ? cut(opened.value.n) : 'someone';
