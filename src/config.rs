@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
+use crate::limits::{STRIKE_LIMIT_CAP, canonical_ip};
+
 /// Compiled capacity: most WebSocket connections the relay can be told to hold.
 pub const CONNECTIONS_CAP: u32 = 65_536;
 /// Compiled capacity: most rooms.
@@ -18,8 +20,6 @@ pub const ROOMS_CAP: u32 = 65_536;
 pub const ROOM_USERS_CAP: usize = 256;
 /// Compiled capacity: largest accepted incoming WebSocket message.
 pub const MESSAGE_SIZE_CAP: u32 = 1 << 20;
-/// Compiled capacity: most strikes counted in the one-minute window.
-pub const STRIKE_LIMIT_CAP: u32 = 64;
 /// Compiled capacity: largest per-connection queue bound and process queue budget.
 pub const QUEUE_CAP: u32 = 1 << 30;
 /// Compiled capacity: connections in their HTTP phase (each may hold an 8 KiB
@@ -114,6 +114,13 @@ impl Source {
         Source { env, dotenv }
     }
 
+    /// A source of these environment variables alone, for tests.
+    #[cfg(test)]
+    pub fn from_vars(vars: &[(&str, &str)]) -> Source {
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Source::from_maps(env.collect(), HashMap::new())
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.env
             .get(key)
@@ -203,7 +210,7 @@ impl Config {
             if trusted_proxies.len() == LIST_CAP {
                 return Err(bad());
             }
-            trusted_proxies.push(crate::limits::canonical_ip(ip));
+            trusted_proxies.push(canonical_ip(ip));
         }
 
         let origins_raw = src.get("ALLOWED_ORIGINS").unwrap_or("");

@@ -5,12 +5,12 @@
 //! framing and types.
 #![allow(missing_docs)]
 
+pub mod board;
 pub mod clock;
 pub mod config;
 pub mod frame;
 pub mod handshake;
 pub mod http;
-pub mod hubinfo;
 pub mod limits;
 pub mod logging;
 pub mod outbound;
@@ -21,4 +21,5 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod status;
 pub mod systemd;

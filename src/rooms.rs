@@ -27,6 +27,7 @@ use crate::protocol::{
     self, Dialect, DialectState, ErrorCode, FrameBuilder, JoinRequest, Reaction,
 };
 use crate::reading::ReadBudget;
+use crate::status::Stats;
 
 const NO_ROOM: u32 = u32::MAX;
 
@@ -77,25 +78,6 @@ struct Room {
     /// Members in join order.
     members: heapless::Vec<ConnId, ROOM_USERS_CAP>,
     log: RoomLog,
-}
-
-/// Counters reported by `/health` and `/metrics`.
-#[derive(Default, Debug, Clone)]
-pub struct Stats {
-    pub connections_total: u64,
-    pub messages_relayed: u64,
-    pub reactions_relayed: u64,
-    pub deliveries: u64,
-    pub rate_limited: u64,
-    pub protocol_errors: u64,
-    pub oversize_messages: u64,
-    pub flood_closes: u64,
-    pub slow_consumer_closes: u64,
-    pub heartbeat_timeouts: u64,
-    pub rejected_ip_blocked: u64,
-    pub rejected_too_many_connections: u64,
-    pub rejected_server_full: u64,
-    pub rejected_origin: u64,
 }
 
 /// The relay's shared state. See the module documentation.
