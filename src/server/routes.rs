@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::http::{self, Request, Route};
 use crate::limits::canonical_ip;
 use crate::outbound::ConnId;
-use crate::protocol::{Dialect, Reading};
+use crate::protocol::{Dialect, DialectState};
 use crate::rooms::Hub;
 use crate::status::{self, HttpPhase, Snapshot};
 use crate::{board, clock, handshake};
@@ -73,7 +73,7 @@ async fn switch(
     shared
         .hub
         .borrow_mut()
-        .set_reading(id, Reading::starting(dialect));
+        .set_reading(id, DialectState::starting(dialect));
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
