@@ -7,7 +7,9 @@
 
 pub mod clock;
 pub mod config;
+pub mod fdstore;
 pub mod handshake;
+pub mod history;
 pub mod http;
 pub mod hubinfo;
 pub mod limits;
