@@ -31,7 +31,7 @@ mod store;
 pub use shape::{
     FRAME_MAX, Kind, check_frame, fast_kind, message_id, text_payload, write_history_json,
 };
-pub use store::{History, Replay, RoomKey, RoomState, Snapshot};
+pub use store::{History, Replay, Restorer, RoomKey, RoomState, Snapshot};
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};

@@ -462,56 +462,36 @@ impl History {
     }
 
     /// A store with these limits holding what `snap` holds, as far as the
-    /// limits allow (frames past `HISTORY_SECS`, `HISTORY_ROOM_FRAMES` or
-    /// the budget, and rooms past `HISTORY_ROOMS`, are dropped as if they
-    /// had been retained here). Frames that are not retained kinds, and
-    /// frames naming no room, are ignored.
+    /// limits allow (see [`Restorer`]).
     pub fn restore(limits: Limits, snap: Snapshot, now_ms: u64) -> History {
-        let mut h = History::new(limits);
-        if !limits.enabled() {
-            return h;
-        }
-        h.advance(now_ms);
+        let mut r = History::restorer(limits, now_ms);
         for hash in snap.tombstones {
-            h.tombs.add(hash);
+            r.tombstone(hash);
         }
-        h.tombs.forgot |= snap.forgot;
-        let mut keys = Vec::with_capacity(snap.rooms.len());
+        if snap.forgot {
+            r.forgot();
+        }
         for state in &snap.rooms {
-            let key = h.enable(&state.name, now_ms);
-            if let Some(k) = key
-                && !state.complete
-            {
-                h.slot_mut(k.slot).ever_dropped = true;
-            }
-            keys.push(key);
+            r.room(&state.name, state.complete);
         }
-        let mut last_t = 0;
         for (index, age_ms, frame) in snap.frames {
-            let Some(&Some(key)) = keys.get(index as usize) else {
-                continue;
-            };
-            if h.room(key).is_none() || fast_kind(&frame).is_none() {
-                continue;
-            }
-            let age = age_ms / 1000;
-            if age > u64::from(limits.secs) {
-                h.slot_mut(key.slot).ever_dropped = true;
-                continue;
-            }
-            let t = (h.now - age as u32).max(last_t);
-            last_t = t;
-            h.push_at(key.slot, frame, t);
-            h.enforce_budget();
+            r.frame(index, age_ms, frame);
         }
-        // The recorded order of activity (frameless rooms included).
-        for key in keys.into_iter().flatten() {
-            if h.room(key).is_some() {
-                h.unlink(key.slot);
-                h.link_most_active(key.slot);
-            }
+        r.finish()
+    }
+
+    /// Starts rebuilding a store from a hand-over, piece by piece, in the
+    /// order of a [`Snapshot`]; the limits apply as it goes, so memory stays
+    /// within them whatever the hand-over holds.
+    pub fn restorer(limits: Limits, now_ms: u64) -> Restorer {
+        let mut history = History::new(limits);
+        history.advance(now_ms);
+        Restorer {
+            history,
+            now_ms,
+            keys: Vec::new(),
+            last_t: 0,
         }
-        h
     }
 
     // ------------------------------------------------------------ internals
@@ -664,6 +644,78 @@ impl History {
             t => self.slot_mut(t).newer = slot,
         }
         self.most_active = slot;
+    }
+}
+
+/// Rebuilds a [`History`] from a hand-over (see [`History::restorer`]):
+/// tombstones, then rooms least active first, then frames oldest first.
+/// Frames past `HISTORY_SECS` are not kept and mark their room; the
+/// per-room bound, the budget and `HISTORY_ROOMS` apply as if the frames
+/// had been retained here. Frames that are not retained kinds, and frames
+/// naming no room, are ignored.
+pub struct Restorer {
+    history: History,
+    now_ms: u64,
+    keys: Vec<Option<RoomKey>>,
+    last_t: u32,
+}
+
+impl Restorer {
+    /// An evicted room (its [`stable_hash`]).
+    pub fn tombstone(&mut self, hash: u64) {
+        self.history.tombs.add(hash);
+    }
+
+    /// Evicted rooms were forgotten before the hand-over.
+    pub fn forgot(&mut self) {
+        self.history.tombs.forgot = true;
+    }
+
+    /// The next room (they come least active first); `complete` when none
+    /// of its frames was ever dropped. Its index is the number of rooms
+    /// given before it.
+    pub fn room(&mut self, name: &str, complete: bool) {
+        let key = self.history.enable(name, self.now_ms);
+        if let Some(k) = key
+            && !complete
+        {
+            self.history.slot_mut(k.slot).ever_dropped = true;
+        }
+        self.keys.push(key);
+    }
+
+    /// The next frame (they come oldest first) of room `index`, `age_ms`
+    /// old. The bytes are copied (or the `Rc` taken) only if kept.
+    pub fn frame<F: AsRef<[u8]> + Into<Rc<[u8]>>>(&mut self, index: u32, age_ms: u64, frame: F) {
+        let h = &mut self.history;
+        let Some(&Some(key)) = self.keys.get(index as usize) else {
+            return;
+        };
+        if h.room(key).is_none() || fast_kind(frame.as_ref()).is_none() {
+            return;
+        }
+        let age = age_ms / 1000;
+        if age > u64::from(h.limits.secs) {
+            h.slot_mut(key.slot).ever_dropped = true;
+            return;
+        }
+        // Ages never exceed HISTORY_SECS_CAP, and `now` starts above it.
+        let t = (h.now - age as u32).max(self.last_t);
+        self.last_t = t;
+        h.push_at(key.slot, frame.into(), t);
+        h.enforce_budget();
+    }
+
+    /// The store, with the rooms in the recorded order of activity.
+    pub fn finish(mut self) -> History {
+        let h = &mut self.history;
+        for key in self.keys.into_iter().flatten() {
+            if h.room(key).is_some() {
+                h.unlink(key.slot);
+                h.link_most_active(key.slot);
+            }
+        }
+        self.history
     }
 }
 
