@@ -387,7 +387,11 @@ mod tests {
             ("HISTORY_ROOM_FRAMES", "0", "from 1 to 4096"),
             ("HISTORY_ROOM_FRAMES", "4097", "from 1 to 4096"),
             ("HISTORY_BUDGET_BYTES", "65535", "from 65536 to 1073741824"),
-            ("HISTORY_BUDGET_BYTES", "1073741825", "from 65536 to 1073741824"),
+            (
+                "HISTORY_BUDGET_BYTES",
+                "1073741825",
+                "from 65536 to 1073741824",
+            ),
             ("HISTORY_ROOMS", "0", "from 1 to 65536"),
             ("HISTORY_ROOMS", "65537", "from 1 to 65536"),
             ("HISTORY_ROOMS", "many", "from 1 to 65536"),

@@ -505,9 +505,7 @@ impl History {
     }
 
     fn slot_mut(&mut self, slot: u32) -> &mut Room {
-        self.rooms[slot as usize]
-            .as_mut()
-            .expect("live room slot")
+        self.rooms[slot as usize].as_mut().expect("live room slot")
     }
 
     fn room(&self, key: RoomKey) -> Option<&Room> {
@@ -532,7 +530,10 @@ impl History {
         let before = room.frames.capacity();
         if room.frames.len() == before {
             // Double, but never past the per-room bound.
-            let want = (before * 2).max(4).min(cap_frames).max(room.frames.len() + 1);
+            let want = (before * 2)
+                .max(4)
+                .min(cap_frames)
+                .max(room.frames.len() + 1);
             room.frames.reserve_exact(want - room.frames.len());
         }
         let after = room.frames.capacity();
@@ -724,7 +725,7 @@ impl History {
     /// Recomputes every derived figure and index from the rooms and checks
     /// them: the charge, the counts, `fronts`, the activity list, the name
     /// index, the per-room bound and the budget.
-    pub(super) fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         let (mut charged, mut frames, mut bytes, mut live) = (0, 0, 0, 0);
         let mut fronts = BTreeSet::new();
         for (slot, room) in self.rooms.iter().enumerate() {

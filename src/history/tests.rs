@@ -127,7 +127,10 @@ fn since_absent_empty_id_or_invalid() {
     ] {
         assert_eq!(parse_since(Some(&raw(bad))), Err(InvalidSince), "{bad}");
     }
-    assert_eq!(Since::from_text(&"a".repeat(64)), Ok(after(&"a".repeat(64))));
+    assert_eq!(
+        Since::from_text(&"a".repeat(64)),
+        Ok(after(&"a".repeat(64)))
+    );
 }
 
 // ----------------------------------------------------------------- shapes
@@ -139,8 +142,16 @@ fn text_payload_wants_one_whole_shortest_text_frame() {
     assert_eq!(text_payload(&[0x81, 1, b'h', b'i']), None, "long");
     assert_eq!(text_payload(&[0x82, 1, b'h']), None, "binary");
     assert_eq!(text_payload(&[0x01, 1, b'h']), None, "not final");
-    assert_eq!(text_payload(&[0x81, 0x81, 0, 0, 0, 0, b'h']), None, "masked");
-    assert_eq!(text_payload(&[0x81, 126, 0, 5, 1, 2, 3, 4, 5]), None, "long form");
+    assert_eq!(
+        text_payload(&[0x81, 0x81, 0, 0, 0, 0, b'h']),
+        None,
+        "masked"
+    );
+    assert_eq!(
+        text_payload(&[0x81, 126, 0, 5, 1, 2, 3, 4, 5]),
+        None,
+        "long form"
+    );
     let mut f = vec![0x81, 126, 0, 200];
     f.extend_from_slice(&[b'x'; 200]);
     assert_eq!(text_payload(&f).map(<[u8]>::len), Some(200));
@@ -164,7 +175,9 @@ fn retained_kinds_and_ids() {
     assert_eq!(message_id(&r), None);
     assert_eq!(check_frame(&r), Some(Kind::Reaction));
     for other in [
-        framed(&format!(r#"{{"type":"userTyping","user":{USER},"isTyping":true}}"#)),
+        framed(&format!(
+            r#"{{"type":"userTyping","user":{USER},"isTyping":true}}"#
+        )),
         framed(r#"{"type":"message","payload":"QUFB"}"#),
         framed(r#"{"type":"userLeft","userId":"u1"}"#),
     ] {
@@ -235,7 +248,10 @@ fn history_frame_text() {
     let mut out = Vec::new();
     write_history_json(&mut out, 12, true);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v, serde_json::json!({"type":"history","count":12,"complete":true}));
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"history","count":12,"complete":true})
+    );
     out.clear();
     write_history_json(&mut out, 0, false);
     assert_eq!(out, br#"{"type":"history","count":0,"complete":false}"#);
@@ -283,7 +299,9 @@ fn only_messages_and_reactions_are_retained_as_the_same_copy() {
     let m = message("a-1", 100);
     assert!(h.retain(k, &m, 0));
     assert_eq!(Rc::strong_count(&m), 2, "one shared copy, no second");
-    let typing = framed(&format!(r#"{{"type":"userTyping","user":{USER},"isTyping":true}}"#));
+    let typing = framed(&format!(
+        r#"{{"type":"userTyping","user":{USER},"isTyping":true}}"#
+    ));
     assert!(h.retain(k, &typing, 0));
     assert!(h.retain(k, &reaction("a-1"), 0));
     assert_eq!(h.frames(), 2);
@@ -319,7 +337,7 @@ fn since_an_id_replays_what_came_after_it() {
     );
     assert_eq!(got(&mut h, after("a-3")), (vec![], true));
     // An id that is only a reaction's target elsewhere, or unknown: all, incomplete.
-    assert_eq!(got(&mut h, after("zz-9")).1, false);
+    assert!(!got(&mut h, after("zz-9")).1);
     assert_eq!(got(&mut h, after("zz-9")).0.len(), 5);
 }
 
@@ -332,7 +350,7 @@ fn frame_cap_drops_the_oldest_of_the_room() {
     for i in 1..=3 {
         h.retain(k, &message(&format!("a-{i}"), 10), 0);
     }
-    assert_eq!(replayed(&mut h, k, &Since::All, 0).1, true);
+    assert!(replayed(&mut h, k, &Since::All, 0).1);
     for i in 4..=5 {
         h.retain(k, &message(&format!("a-{i}"), 10), 0);
         h.check_invariants();
@@ -342,10 +360,13 @@ fn frame_cap_drops_the_oldest_of_the_room() {
         (vec!["a-3".into(), "a-4".into(), "a-5".into()], false)
     );
     // The dropped id is not found: everything, incomplete. A kept one is.
-    assert_eq!(replayed(&mut h, k, &after("a-2"), 0).1, false);
-    assert_eq!(replayed(&mut h, k, &after("a-3"), 0).1, true);
+    assert!(!replayed(&mut h, k, &after("a-2"), 0).1);
+    assert!(replayed(&mut h, k, &after("a-3"), 0).1);
     // The other room was not touched.
-    assert_eq!(replayed(&mut h, other, &Since::All, 0), (vec!["o-1".into()], true));
+    assert_eq!(
+        replayed(&mut h, other, &Since::All, 0),
+        (vec!["o-1".into()], true)
+    );
     assert_eq!(h.frames(), 4);
 }
 
@@ -367,14 +388,24 @@ fn expiry_drops_what_is_older_than_history_secs() {
         replayed(&mut h, a, &Since::All, 11 * SEC),
         (vec!["a-2".into()], false)
     );
-    assert_eq!(replayed(&mut h, b, &Since::All, 11 * SEC), (vec!["b-1".into()], true));
+    assert_eq!(
+        replayed(&mut h, b, &Since::All, 11 * SEC),
+        (vec!["b-1".into()], true)
+    );
     // A replay expires first: at 14 s b-1 is gone without a timer.
     assert_eq!(replayed(&mut h, b, &Since::All, 14 * SEC), (vec![], false));
     h.expire(16 * SEC);
-    assert_eq!((h.frames(), h.rooms()), (0, 2), "rooms outlive their frames");
+    assert_eq!(
+        (h.frames(), h.rooms()),
+        (0, 2),
+        "rooms outlive their frames"
+    );
     // The clock never goes back: an earlier time changes nothing.
     h.retain(a, &message("a-3", 10), 0);
-    assert_eq!(replayed(&mut h, a, &Since::All, 0).0, vec!["a-3".to_string()]);
+    assert_eq!(
+        replayed(&mut h, a, &Since::All, 0).0,
+        vec!["a-3".to_string()]
+    );
     h.expire(26 * SEC);
     assert_eq!(h.frames(), 1);
     h.expire(27 * SEC);
@@ -441,7 +472,10 @@ fn past_history_rooms_the_room_whose_newest_frame_is_oldest_goes() {
     let d = h.enable("d", 5 * SEC).unwrap();
     assert_eq!(h.rooms(), 3);
     assert_eq!(h.key("a"), None);
-    assert!(!h.retain(a, &message("a-2", 10), 5 * SEC), "a's key is stale");
+    assert!(
+        !h.retain(a, &message("a-2", 10), 5 * SEC),
+        "a's key is stale"
+    );
     assert_eq!(replayed(&mut h, a, &Since::All, 5 * SEC), (vec![], false));
     h.check_invariants();
     // An empty room counts, and is ordered by its creation.
@@ -456,7 +490,10 @@ fn past_history_rooms_the_room_whose_newest_frame_is_oldest_goes() {
     assert_ne!(a2, a);
     assert_eq!(replayed(&mut h, a2, &Since::All, 7 * SEC), (vec![], false));
     let fresh = h.enable("f", 7 * SEC).unwrap();
-    assert_eq!(replayed(&mut h, fresh, &Since::All, 7 * SEC), (vec![], true));
+    assert_eq!(
+        replayed(&mut h, fresh, &Since::All, 7 * SEC),
+        (vec![], true)
+    );
     assert!(d != fresh);
     h.check_invariants();
 }
@@ -471,7 +508,7 @@ fn forgotten_evictions_make_new_rooms_incomplete() {
     h.enable("last", 0).unwrap();
     h.check_invariants();
     let k = h.enable("never-seen", 0).unwrap();
-    assert_eq!(replayed(&mut h, k, &Since::All, 0).1, false);
+    assert!(!replayed(&mut h, k, &Since::All, 0).1);
 }
 
 #[test]
@@ -479,7 +516,9 @@ fn a_replay_streams_in_any_write_sizes_and_excludes_live_frames() {
     for step in [1, 7, 100, 4096, usize::MAX] {
         let mut h = History::new(roomy());
         let k = h.enable("r", 0).unwrap();
-        let frames: Vec<_> = (0..10).map(|i| message(&format!("a-{i}"), 50 * i)).collect();
+        let frames: Vec<_> = (0..10)
+            .map(|i| message(&format!("a-{i}"), 50 * i))
+            .collect();
         for f in &frames {
             h.retain(k, f, 0);
         }
@@ -573,8 +612,10 @@ fn a_dropped_replay_releases_its_pin() {
 fn matches_a_naive_model_under_random_operations() {
     let (secs, cap, rooms) = (20u64, 5usize, 4usize);
     let mut h = History::new(limits(secs as u32, cap as u32, 64 << 20, rooms as u32));
-    // (room, frames as (seq, t, id)), most recently active last.
-    let mut model: Vec<(String, Vec<(u64, u64, String)>, bool)> = Vec::new();
+    // Rooms, most recently active last.
+    // (room, its frames as (seq, time, id), whether it lost one).
+    type Model = Vec<(String, Vec<(u64, u64, String)>, bool)>;
+    let mut model: Model = Vec::new();
     let mut keys = std::collections::HashMap::new();
     let mut evicted = std::collections::HashSet::new();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -706,7 +747,10 @@ fn snapshot_and_restore_keep_frames_order_flags_and_ages() {
     let mut back = History::restore(*h.limits(), snap.clone(), 0);
     back.check_invariants();
     assert_eq!(back.activity_order(), ["quiet", "a", "b"]);
-    assert_eq!((back.frames(), back.frame_bytes()), (h.frames(), h.frame_bytes()));
+    assert_eq!(
+        (back.frames(), back.frame_bytes()),
+        (h.frames(), h.frame_bytes())
+    );
     for room in ["a", "b", "quiet"] {
         let k1 = h.key(room).unwrap();
         let k2 = back.key(room).unwrap();
@@ -745,15 +789,19 @@ fn restore_carries_evictions_and_ignores_what_it_cannot_place() {
     let mut snap = h.snapshot(0);
     assert_eq!(snap.tombstones, [stable_hash(b"gone")]);
     snap.frames.push((7, 0, message("x-1", 10)));
-    snap.frames.push((0, 0, framed(r#"{"type":"userLeft","userId":"u"}"#)));
+    snap.frames
+        .push((0, 0, framed(r#"{"type":"userLeft","userId":"u"}"#)));
     let mut back = History::restore(limits(100, 4, 64 << 20, 2), snap, 0);
     assert_eq!(back.frames(), 0);
     let k = back.enable("gone", 0).unwrap();
-    assert_eq!(replayed(&mut back, k, &Since::All, 0).1, false);
+    assert!(!replayed(&mut back, k, &Since::All, 0).1);
     back.check_invariants();
     // History off: nothing comes back.
     let snap = h.snapshot(0);
-    assert_eq!(History::restore(limits(0, 4, 1 << 20, 2), snap, 0).rooms(), 0);
+    assert_eq!(
+        History::restore(limits(0, 4, 1 << 20, 2), snap, 0).rooms(),
+        0
+    );
 }
 
 // ------------------------------------------------------ ids, hash, memory
