@@ -29,6 +29,13 @@
 //!                                  oldest first; each a whole server frame
 //! ```
 //!
+//! # Memory
+//!
+//! At shutdown the snapshot is written while the store still exists, and at
+//! start the mapped memfd and the rebuilt store coexist until the memfd is
+//! released: about twice the retained bytes for a moment, at times when no
+//! connection is held (after the shutdown drain, before the first accept).
+//!
 //! The message-id prefix is carried so that the new process draws a
 //! different one: ids then never repeat across restarts, even ids the old
 //! process made after its snapshot was written.

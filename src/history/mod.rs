@@ -25,13 +25,17 @@
 //! (see [`Replay::pinned_bytes`]): at most one frame per joining connection,
 //! which the caller counts with that connection's queue.
 
+mod replay;
 mod shape;
+mod snapshot;
 mod store;
 
+pub use replay::Replay;
 pub use shape::{
     FRAME_MAX, Kind, check_frame, fast_kind, message_id, text_payload, write_history_json,
 };
-pub use store::{History, Replay, Restorer, RoomKey, RoomState, Snapshot};
+pub use snapshot::{Restorer, RoomState, Snapshot};
+pub use store::{History, RoomKey};
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};

@@ -1,4 +1,5 @@
-//! The retention store and the replay cursor.
+//! The retention store: rooms with history and their frames, within the
+//! limits ([`super::replay`] streams them, [`super::snapshot`] hands them over).
 //!
 //! Rooms live in a slot table (a `Vec` with a free list) found by name; a
 //! [`RoomKey`] (slot and generation) names one incarnation of a room, so a
@@ -21,65 +22,65 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
-use super::shape::{fast_kind, message_id};
-use super::{ENTRY_BYTES, FRAME_OVERHEAD, Limits, Since, stable_hash};
+use super::shape::fast_kind;
+use super::{ENTRY_BYTES, FRAME_OVERHEAD, Limits, stable_hash};
 use crate::protocol::is_valid_id;
 
 /// No room (an end of the activity list).
-const NIL: u32 = u32::MAX;
+pub(super) const NIL: u32 = u32::MAX;
 
 /// Internal time is whole seconds, offset so that frames handed over a
 /// restart (as old as `HISTORY_SECS` allows) still have a time of their own
 /// on a clock that started at zero.
 const TICK_BIAS: u64 = crate::config::HISTORY_SECS_CAP as u64 + 1;
 
-fn tick(now_ms: u64) -> u32 {
+pub(super) fn tick(now_ms: u64) -> u32 {
     (now_ms / 1000 + TICK_BIAS).min(u64::from(u32::MAX)) as u32
 }
 
 /// One retained frame.
 pub(super) struct Entry {
-    frame: Rc<[u8]>,
+    pub(super) frame: Rc<[u8]>,
     /// Global sequence number: orders frames across rooms.
-    g: u64,
+    pub(super) g: u64,
     /// When it was retained (internal seconds).
-    t: u32,
+    pub(super) t: u32,
 }
 
 /// One room with history.
 pub(super) struct Room {
-    name: heapless::String<64>,
-    generation: u32,
-    frames: VecDeque<Entry>,
+    pub(super) name: heapless::String<64>,
+    pub(super) generation: u32,
+    pub(super) frames: VecDeque<Entry>,
     /// Some frame of this room was dropped from retention (or the room lost
     /// its history before and was remembered).
-    ever_dropped: bool,
+    pub(super) ever_dropped: bool,
     /// Neighbours in the activity list (`older` is towards the head).
-    older: u32,
-    newer: u32,
+    pub(super) older: u32,
+    pub(super) newer: u32,
 }
 
 /// Names one room with history as long as it keeps it; stale once the room
 /// is evicted (then [`History::retain`] says so and the caller forgets it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoomKey {
-    slot: u32,
-    generation: u32,
+    pub(super) slot: u32,
+    pub(super) generation: u32,
 }
 
 /// Hashes of the names of evicted rooms, so that a room created again does
 /// not claim that nothing of it was ever dropped. Bounded: past the bound
 /// the oldest is forgotten, and from then on every new room is assumed to
 /// have lost something (`forgot`), which errs on the safe side.
-struct Tombstones {
-    order: VecDeque<u64>,
-    set: HashSet<u64>,
-    cap: usize,
-    forgot: bool,
+pub(super) struct Tombstones {
+    pub(super) order: VecDeque<u64>,
+    pub(super) set: HashSet<u64>,
+    pub(super) cap: usize,
+    pub(super) forgot: bool,
 }
 
 impl Tombstones {
-    fn add(&mut self, hash: u64) {
+    pub(super) fn add(&mut self, hash: u64) {
         if self.cap == 0 {
             self.forgot = true;
             return;
@@ -94,95 +95,32 @@ impl Tombstones {
         }
     }
 
-    fn marks(&self, hash: u64) -> bool {
+    pub(super) fn marks(&self, hash: u64) -> bool {
         self.forgot || self.set.contains(&hash)
     }
 }
 
 /// The retained frames of every room with history, within [`Limits`].
 pub struct History {
-    limits: Limits,
-    rooms: Vec<Option<Room>>,
-    free: Vec<u32>,
-    index: HashMap<heapless::String<64>, u32>,
+    pub(super) limits: Limits,
+    pub(super) rooms: Vec<Option<Room>>,
+    pub(super) free: Vec<u32>,
+    pub(super) index: HashMap<heapless::String<64>, u32>,
     /// (`g` of the oldest frame, slot) of every room holding frames.
-    fronts: BTreeSet<(u64, u32)>,
+    pub(super) fronts: BTreeSet<(u64, u32)>,
     /// Ends of the activity list: the head loses its history first.
-    least_active: u32,
-    most_active: u32,
-    live_rooms: u32,
-    next_g: u64,
-    next_generation: u32,
+    pub(super) least_active: u32,
+    pub(super) most_active: u32,
+    pub(super) live_rooms: u32,
+    pub(super) next_g: u64,
+    pub(super) next_generation: u32,
     /// Bytes charged to the budget (frames, overhead, queue capacity).
-    charged: usize,
-    frame_count: usize,
-    frame_bytes: usize,
+    pub(super) charged: usize,
+    pub(super) frame_count: usize,
+    pub(super) frame_bytes: usize,
     /// Latest time seen (internal seconds); never goes back.
-    now: u32,
-    tombs: Tombstones,
-}
-
-/// A replay in progress: which retained frames one joiner still has to
-/// get, and how far it got. It stays valid whatever retention does
-/// meanwhile: frames dropped before it reached them are skipped, and the
-/// replay then ends with `complete: false`; a frame it had begun to write
-/// is kept alive by the cursor itself until written, so the joiner's byte
-/// stream stays whole.
-#[derive(Debug)]
-pub struct Replay {
-    key: RoomKey,
-    /// `g` of the next frame to begin.
-    next: u64,
-    /// Frames from `end` on are live traffic, not replay.
-    end: u64,
-    /// Frames in `next..end` that were retained when last looked at.
-    remaining: u32,
-    /// A frame begun but not finished, and the bytes of it written.
-    partial: Option<(Rc<[u8]>, usize)>,
-    sent: u32,
-    complete: bool,
-}
-
-impl Replay {
-    /// Frames completely written so far (the `count` of the history frame).
-    pub fn count(&self) -> u32 {
-        self.sent
-    }
-
-    /// Whether nothing the joiner asked for is missing (final once
-    /// [`History::replay_done`] says the replay is over).
-    pub fn complete(&self) -> bool {
-        self.complete
-    }
-
-    /// Bytes of a half-written frame this cursor keeps alive (it may no
-    /// longer be retained): the caller counts it with the joiner's queue.
-    pub fn pinned_bytes(&self) -> usize {
-        self.partial.as_ref().map_or(0, |(f, _)| f.len())
-    }
-}
-
-/// What a room's history looks like in a [`Snapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoomState {
-    /// The room's name (an id-shaped string).
-    pub name: heapless::String<64>,
-    /// No frame of it was ever dropped from retention.
-    pub complete: bool,
-}
-
-/// Everything retained, in a form that can be written out and read back
-/// (see `fdstore`): rooms least active first, frames oldest first.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    /// Rooms with history, least active first.
-    pub rooms: Vec<RoomState>,
-    /// (index into `rooms`, age in milliseconds, frame), oldest first.
-    pub frames: Vec<(u32, u64, Rc<[u8]>)>,
-    /// Hashes ([`stable_hash`]) of evicted rooms' names, oldest first.
-    pub tombstones: Vec<u64>,
-    /// Evicted rooms were forgotten (see the tombstone bound).
-    pub forgot: bool,
+    pub(super) now: u32,
+    pub(super) tombs: Tombstones,
 }
 
 impl History {
@@ -314,201 +252,21 @@ impl History {
         self.advance(now_ms);
         self.expire_now();
     }
-
-    /// Starts a replay for a joiner of `key`'s room that asked for `since`.
-    /// With history off or a stale key: nothing to replay, not complete.
-    pub fn replay(&mut self, key: RoomKey, since: &Since, now_ms: u64) -> Replay {
-        self.expire(now_ms);
-        let mut replay = Replay {
-            key,
-            next: self.next_g,
-            end: self.next_g,
-            remaining: 0,
-            partial: None,
-            sent: 0,
-            complete: false,
-        };
-        let Some(room) = self.room(key).filter(|_| self.limits.enabled()) else {
-            return replay;
-        };
-        let (start, complete) = match since {
-            Since::All => (0, !room.ever_dropped),
-            Since::After(id) => {
-                let found = room
-                    .frames
-                    .iter()
-                    .rposition(|e| message_id(&e.frame) == Some(id.as_bytes()));
-                match found {
-                    Some(i) => (i + 1, true),
-                    None => (0, false),
-                }
-            }
-        };
-        if let Some(e) = room.frames.get(start) {
-            replay.next = e.g;
-        }
-        replay.remaining = (room.frames.len() - start) as u32;
-        replay.complete = complete;
-        replay
-    }
-
-    /// The bytes `r` has to write next, in order: the rest of a frame it
-    /// began, then the retained frames it has not begun. Gather them, write,
-    /// and report what was written with [`replay_consume`](Self::replay_consume)
-    /// before anything else changes the store.
-    pub fn replay_frames<'a>(&'a self, r: &'a Replay) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let pinned = r.partial.as_ref().map(|(f, done)| &f[*done..]);
-        let frames = self.room(r.key).into_iter().flat_map(move |room| {
-            let i = room.frames.partition_point(|e| e.g < r.next);
-            room.frames
-                .range(i..)
-                .take_while(move |e| e.g < r.end)
-                .map(|e| &*e.frame)
-        });
-        pinned.into_iter().chain(frames)
-    }
-
-    /// Moves `r` past `n` bytes written, in the order
-    /// [`replay_frames`](Self::replay_frames) gave them. A frame left half
-    /// written is pinned by the cursor. Returns the frames completed.
-    pub fn replay_consume(&self, r: &mut Replay, mut n: usize) -> u32 {
-        self.sync(r);
-        let mut done = 0;
-        if let Some((frame, written)) = &mut r.partial {
-            let rest = frame.len() - *written;
-            if n < rest {
-                *written += n;
-                return 0;
-            }
-            n -= rest;
-            r.partial = None;
-            r.sent += 1;
-            done += 1;
-        }
-        if n == 0 {
-            return done;
-        }
-        let Some(room) = self.room(r.key) else {
-            debug_assert_eq!(n, 0, "wrote more than was gathered");
-            return done;
-        };
-        let i = room.frames.partition_point(|e| e.g < r.next);
-        for e in room.frames.range(i..) {
-            if n == 0 || e.g >= r.end {
-                break;
-            }
-            r.next = e.g + 1;
-            r.remaining -= 1;
-            if n < e.frame.len() {
-                r.partial = Some((Rc::clone(&e.frame), n));
-                n = 0;
-                break;
-            }
-            n -= e.frame.len();
-            r.sent += 1;
-            done += 1;
-        }
-        debug_assert_eq!(n, 0, "wrote more than was gathered");
-        done
-    }
-
-    /// Whether `r` has nothing left to write (then the caller sends the
-    /// history frame with [`Replay::count`] and [`Replay::complete`]).
-    pub fn replay_done(&self, r: &mut Replay) -> bool {
-        self.sync(r);
-        r.remaining == 0 && r.partial.is_none()
-    }
-
-    /// Notices frames dropped under `r` since it last looked: they are
-    /// skipped and the replay is no longer complete.
-    fn sync(&self, r: &mut Replay) {
-        let retained = self.room(r.key).map_or(0, |room| {
-            let i = room.frames.partition_point(|e| e.g < r.next);
-            let j = room.frames.partition_point(|e| e.g < r.end);
-            (j - i) as u32
-        });
-        if retained < r.remaining {
-            r.complete = false;
-        }
-        r.remaining = retained;
-    }
-
-    /// Everything retained, with ages as of `now_ms`, for a hand-over.
-    pub fn snapshot(&self, now_ms: u64) -> Snapshot {
-        let now = tick(now_ms).max(self.now);
-        let mut snap = Snapshot {
-            tombstones: self.tombs.order.iter().copied().collect(),
-            forgot: self.tombs.forgot,
-            ..Snapshot::default()
-        };
-        let mut numbered = Vec::with_capacity(self.frame_count);
-        let mut slot = self.least_active;
-        while slot != NIL {
-            let room = self.slot(slot);
-            let index = snap.rooms.len() as u32;
-            snap.rooms.push(RoomState {
-                name: room.name.clone(),
-                complete: !room.ever_dropped,
-            });
-            for e in &room.frames {
-                let age_ms = u64::from(now.saturating_sub(e.t)) * 1000;
-                numbered.push((e.g, index, age_ms, Rc::clone(&e.frame)));
-            }
-            slot = room.newer;
-        }
-        numbered.sort_unstable_by_key(|f| f.0);
-        snap.frames = numbered.into_iter().map(|(_, i, a, f)| (i, a, f)).collect();
-        snap
-    }
-
-    /// A store with these limits holding what `snap` holds, as far as the
-    /// limits allow (see [`Restorer`]).
-    pub fn restore(limits: Limits, snap: Snapshot, now_ms: u64) -> History {
-        let mut r = History::restorer(limits, now_ms);
-        for hash in snap.tombstones {
-            r.tombstone(hash);
-        }
-        if snap.forgot {
-            r.forgot();
-        }
-        for state in &snap.rooms {
-            r.room(&state.name, state.complete);
-        }
-        for (index, age_ms, frame) in snap.frames {
-            r.frame(index, age_ms, frame);
-        }
-        r.finish()
-    }
-
-    /// Starts rebuilding a store from a hand-over, piece by piece, in the
-    /// order of a [`Snapshot`]; the limits apply as it goes, so memory stays
-    /// within them whatever the hand-over holds.
-    pub fn restorer(limits: Limits, now_ms: u64) -> Restorer {
-        let mut history = History::new(limits);
-        history.advance(now_ms);
-        Restorer {
-            history,
-            now_ms,
-            keys: Vec::new(),
-            last_t: 0,
-        }
-    }
-
     // ------------------------------------------------------------ internals
 
-    fn advance(&mut self, now_ms: u64) {
+    pub(super) fn advance(&mut self, now_ms: u64) {
         self.now = self.now.max(tick(now_ms));
     }
 
-    fn slot(&self, slot: u32) -> &Room {
+    pub(super) fn slot(&self, slot: u32) -> &Room {
         self.rooms[slot as usize].as_ref().expect("live room slot")
     }
 
-    fn slot_mut(&mut self, slot: u32) -> &mut Room {
+    pub(super) fn slot_mut(&mut self, slot: u32) -> &mut Room {
         self.rooms[slot as usize].as_mut().expect("live room slot")
     }
 
-    fn room(&self, key: RoomKey) -> Option<&Room> {
+    pub(super) fn room(&self, key: RoomKey) -> Option<&Room> {
         self.rooms
             .get(key.slot as usize)?
             .as_ref()
@@ -517,7 +275,7 @@ impl History {
 
     /// Appends a frame retained at `t` to room `slot`, first dropping the
     /// room's oldest when it holds `HISTORY_ROOM_FRAMES`.
-    fn push_at(&mut self, slot: u32, frame: Rc<[u8]>, t: u32) {
+    pub(super) fn push_at(&mut self, slot: u32, frame: Rc<[u8]>, t: u32) {
         let cap_frames = self.limits.room_frames.max(1) as usize;
         if self.slot(slot).frames.len() >= cap_frames {
             self.drop_oldest_of(slot);
@@ -551,7 +309,7 @@ impl History {
     }
 
     /// Drops room `slot`'s oldest frame.
-    fn drop_oldest_of(&mut self, slot: u32) {
+    pub(super) fn drop_oldest_of(&mut self, slot: u32) {
         let room = self.rooms[slot as usize].as_mut().expect("live room slot");
         let Some(e) = room.frames.pop_front() else {
             return;
@@ -576,7 +334,7 @@ impl History {
         self.frame_bytes -= e.frame.len();
     }
 
-    fn expire_now(&mut self) {
+    pub(super) fn expire_now(&mut self) {
         let oldest_kept = self.now.saturating_sub(self.limits.secs);
         while let Some(&(_, slot)) = self.fronts.first() {
             let t = self.slot(slot).frames.front().expect("room in fronts").t;
@@ -588,7 +346,7 @@ impl History {
     }
 
     /// Past the budget, the oldest frames of all rooms go first.
-    fn enforce_budget(&mut self) {
+    pub(super) fn enforce_budget(&mut self) {
         while self.charged > self.limits.budget {
             let Some(&(_, slot)) = self.fronts.first() else {
                 break;
@@ -598,7 +356,7 @@ impl History {
     }
 
     /// Room `slot` loses its history: frames, record and key.
-    fn evict(&mut self, slot: u32) {
+    pub(super) fn evict(&mut self, slot: u32) {
         self.unlink(slot);
         let room = self.rooms[slot as usize].take().expect("live room slot");
         if let Some(front) = room.frames.front() {
@@ -615,7 +373,7 @@ impl History {
         self.live_rooms -= 1;
     }
 
-    fn unlink(&mut self, slot: u32) {
+    pub(super) fn unlink(&mut self, slot: u32) {
         let (older, newer) = {
             let r = self.slot(slot);
             (r.older, r.newer)
@@ -633,7 +391,7 @@ impl History {
         r.newer = NIL;
     }
 
-    fn link_most_active(&mut self, slot: u32) {
+    pub(super) fn link_most_active(&mut self, slot: u32) {
         let tail = self.most_active;
         {
             let r = self.slot_mut(slot);
@@ -645,78 +403,6 @@ impl History {
             t => self.slot_mut(t).newer = slot,
         }
         self.most_active = slot;
-    }
-}
-
-/// Rebuilds a [`History`] from a hand-over (see [`History::restorer`]):
-/// tombstones, then rooms least active first, then frames oldest first.
-/// Frames past `HISTORY_SECS` are not kept and mark their room; the
-/// per-room bound, the budget and `HISTORY_ROOMS` apply as if the frames
-/// had been retained here. Frames that are not retained kinds, and frames
-/// naming no room, are ignored.
-pub struct Restorer {
-    history: History,
-    now_ms: u64,
-    keys: Vec<Option<RoomKey>>,
-    last_t: u32,
-}
-
-impl Restorer {
-    /// An evicted room (its [`stable_hash`]).
-    pub fn tombstone(&mut self, hash: u64) {
-        self.history.tombs.add(hash);
-    }
-
-    /// Evicted rooms were forgotten before the hand-over.
-    pub fn forgot(&mut self) {
-        self.history.tombs.forgot = true;
-    }
-
-    /// The next room (they come least active first); `complete` when none
-    /// of its frames was ever dropped. Its index is the number of rooms
-    /// given before it.
-    pub fn room(&mut self, name: &str, complete: bool) {
-        let key = self.history.enable(name, self.now_ms);
-        if let Some(k) = key
-            && !complete
-        {
-            self.history.slot_mut(k.slot).ever_dropped = true;
-        }
-        self.keys.push(key);
-    }
-
-    /// The next frame (they come oldest first) of room `index`, `age_ms`
-    /// old. The bytes are copied (or the `Rc` taken) only if kept.
-    pub fn frame<F: AsRef<[u8]> + Into<Rc<[u8]>>>(&mut self, index: u32, age_ms: u64, frame: F) {
-        let h = &mut self.history;
-        let Some(&Some(key)) = self.keys.get(index as usize) else {
-            return;
-        };
-        if h.room(key).is_none() || fast_kind(frame.as_ref()).is_none() {
-            return;
-        }
-        let age = age_ms / 1000;
-        if age > u64::from(h.limits.secs) {
-            h.slot_mut(key.slot).ever_dropped = true;
-            return;
-        }
-        // Ages never exceed HISTORY_SECS_CAP, and `now` starts above it.
-        let t = (h.now - age as u32).max(self.last_t);
-        self.last_t = t;
-        h.push_at(key.slot, frame.into(), t);
-        h.enforce_budget();
-    }
-
-    /// The store, with the rooms in the recorded order of activity.
-    pub fn finish(mut self) -> History {
-        let h = &mut self.history;
-        for key in self.keys.into_iter().flatten() {
-            if h.room(key).is_some() {
-                h.unlink(key.slot);
-                h.link_most_active(key.slot);
-            }
-        }
-        self.history
     }
 }
 
