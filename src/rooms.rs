@@ -24,7 +24,7 @@ pub use crate::outbound::ConnId;
 use crate::outbound::PACE_GRACE_US;
 use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
 use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, JoinRequest, Reaction, Reading};
-use crate::reading::ReadBudget;
+use crate::ws_reader::ReadBudget;
 
 const NO_ROOM: u32 = u32::MAX;
 

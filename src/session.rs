@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Read};
+
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{self, Message, error::CapacityError};
 use smol::stream::Stream;
 use smol::{Async, Timer};
@@ -28,8 +27,8 @@ use crate::config::Config;
 use crate::limits::Budget;
 
 use crate::protocol::{self, Dialect, ErrorCode, Request};
-use crate::reading::{FrameTracker, ReadBudget};
 use crate::rooms::{Close, ConnId, Hub};
+use crate::ws_reader::{WsIo, ws_config};
 
 /// Frames handled in one poll before yielding to other tasks, so one busy
 /// connection cannot starve the writers of the rooms it feeds.
@@ -37,133 +36,10 @@ const READ_BATCH: usize = 16;
 /// How long a closing connection may take to flush its close frame (and, for
 /// a server-initiated close, to answer it) before the TCP connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// tungstenite's read chunk and initial buffer. Small: the buffer lives as long
-/// as the connection (see the README's memory section).
-pub const READ_BUFFER_BYTES: usize = 512;
 /// Kernel send buffer of every client socket (Linux doubles it). Fixed rather
 /// than autotuned up to megabytes: it bounds the kernel memory a client that
 /// stops reading can pin, and makes such a client visible as slow sooner.
 pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
-
-/// The byte stream tungstenite reads from. Writes are discarded: the relay
-/// frames and writes everything itself (`Hub::poll_flush`), including the
-/// pong and close replies tungstenite would otherwise queue. Reads follow the
-/// frame boundaries and the shared budget of [`crate::reading`].
-pub struct WsIo {
-    sock: Arc<Async<TcpStream>>,
-    /// The socket may have data: try `read` before waiting for readiness.
-    readable: bool,
-    frames: FrameTracker,
-    budget: Rc<RefCell<ReadBudget>>,
-}
-
-impl WsIo {
-    fn new(
-        sock: Arc<Async<TcpStream>>,
-        readable: bool,
-        cfg: &Config,
-        budget: Rc<RefCell<ReadBudget>>,
-    ) -> WsIo {
-        WsIo {
-            sock,
-            readable,
-            frames: FrameTracker::new(cfg.max_message_size),
-            budget,
-        }
-    }
-
-    /// Takes the budget share the current frame needs before more of it is
-    /// read; false (with `cx` registered) while there is none to take.
-    fn take_share(&mut self, cx: &Context<'_>) -> bool {
-        match self.frames.share_needed() {
-            None => true,
-            // The message is refused anyway (see `Session::refuse_oversize`).
-            Some(_) if self.frames.oversize() => false,
-            Some(n) => {
-                let ok = self.budget.borrow_mut().try_take(n, cx.waker());
-                if ok {
-                    self.frames.granted();
-                }
-                ok
-            }
-        }
-    }
-}
-
-impl Drop for WsIo {
-    fn drop(&mut self) {
-        if let Ok(mut budget) = self.budget.try_borrow_mut() {
-            budget.give_back(self.frames.held());
-        }
-    }
-}
-
-impl smol::io::AsyncRead for WsIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if !this.take_share(cx) {
-            return Poll::Pending;
-        }
-        // Never read past the end of a frame that holds a share.
-        let limit = this
-            .frames
-            .read_limit()
-            .map_or(buf.len(), |l| l.min(buf.len()));
-        let buf = &mut buf[..limit];
-        loop {
-            if !this.readable {
-                std::task::ready!(this.sock.poll_readable(cx))?;
-                this.readable = true;
-            }
-            let mut stream: &TcpStream = this.sock.get_ref();
-            match stream.read(buf) {
-                Ok(n) => {
-                    // A short read means the socket is drained for now.
-                    if n < buf.len() {
-                        this.readable = false;
-                    }
-                    let released = this.frames.observe(&buf[..n]);
-                    this.budget.borrow_mut().give_back(released);
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl smol::io::AsyncWrite for WsIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// tungstenite's configuration: size limits from the contract, small buffers.
-pub fn ws_config(cfg: &Config) -> WebSocketConfig {
-    let max = cfg.max_message_size as usize;
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_write_buffer_size(4096)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
 
 /// The request budgets (the frame budget is checked for every frame).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -220,10 +96,14 @@ impl Session {
         // The client waits for the 101 before it sends frames: unless it
         // sent some early, wait for readiness instead of trying a read.
         let budget = hub.borrow().read_budget.clone();
-        let mut io = WsIo::new(sock.clone(), !leftover.is_empty(), &cfg, budget);
+        let mut io = WsIo::new(
+            sock.clone(),
+            !leftover.is_empty(),
+            cfg.max_message_size,
+            budget,
+        );
         // Bytes read with the request head reach tungstenite directly.
-        let released = io.frames.observe(&leftover);
-        io.budget.borrow_mut().give_back(released);
+        io.observe(&leftover);
         let role = tungstenite::protocol::Role::Server;
         let config = Some(ws_config(&cfg));
         let ws = if leftover.is_empty() {
@@ -373,7 +253,7 @@ impl Session {
     }
 
     fn on_error(&mut self, err: tungstenite::Error) {
-        let frames = &self.ws.get_ref().frames;
+        let frames = self.ws.get_ref().frames();
         let close = match err {
             // tungstenite takes a length with its top bit set for a size.
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })
@@ -418,7 +298,7 @@ impl Session {
     /// budget the connection is closed with 1008 and a strike counted; false
     /// then.
     fn charge_frames(&mut self, messages: u32) -> bool {
-        let frames = messages + self.ws.get_mut().frames.take_fragments();
+        let frames = messages + self.ws.get_mut().frames_mut().take_fragments();
         if frames == 0 {
             return true;
         }
@@ -438,15 +318,9 @@ impl Session {
 
     /// Replaces tungstenite's state by a fresh one, giving back the read
     /// buffer a large message grew. Called only when tungstenite holds no
-    /// unread byte and no partial message ([`FrameTracker::take_fresh`]).
+    /// unread byte and no partial message ([`crate::ws_reader::FrameTracker::take_fresh`]).
     fn renew_reader(&mut self) {
-        let old = self.ws.get_ref();
-        let io = WsIo::new(
-            self.sock.clone(),
-            old.readable,
-            &self.cfg,
-            old.budget.clone(),
-        );
+        let io = self.ws.get_ref().renewed();
         self.replace_reader(io);
     }
 
@@ -455,16 +329,7 @@ impl Session {
     /// back. The frame tracker is kept, as it still tells where the client's
     /// close frame is in what follows.
     fn abandon_reader(&mut self) {
-        let old = self.ws.get_mut();
-        let mut frames = std::mem::replace(&mut old.frames, FrameTracker::new(0));
-        old.budget.borrow_mut().give_back(frames.release_all());
-        let mut io = WsIo::new(
-            self.sock.clone(),
-            old.readable,
-            &self.cfg,
-            old.budget.clone(),
-        );
-        io.frames = frames;
+        let io = self.ws.get_mut().abandoned();
         self.replace_reader(io);
     }
 
@@ -499,7 +364,7 @@ impl Session {
                     // The readiness event is consumed here: tell the reader
                     // to try `read` rather than wait for another one.
                     self.may_have_frames = true;
-                    self.ws.get_mut().readable = true;
+                    self.ws.get_mut().set_readable();
                 }
             }
         }
@@ -510,7 +375,12 @@ impl Session {
                         self.on_message(msg);
                     }
                     self.messages_read = self.messages_read.wrapping_add(1);
-                    if self.ws.get_mut().frames.take_fresh(self.messages_read) {
+                    if self
+                        .ws
+                        .get_mut()
+                        .frames_mut()
+                        .take_fresh(self.messages_read)
+                    {
                         self.renew_reader();
                     }
                 }
@@ -526,13 +396,13 @@ impl Session {
                     self.may_have_frames = false;
                     // A fragment's header may already show the message is
                     // too large: no need to wait for the fragment.
-                    if self.ws.get_ref().frames.oversize() {
+                    if self.ws.get_ref().frames().oversize() {
                         self.refuse_oversize();
                     }
                     return Poll::Pending;
                 }
             }
-            if self.ws.get_ref().frames.oversize() {
+            if self.ws.get_ref().frames().oversize() {
                 self.refuse_oversize();
                 return Poll::Pending;
             }
@@ -558,7 +428,7 @@ impl Session {
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..READ_BATCH {
             if self.stream_broken {
-                return self.poll_discard(cx);
+                return self.ws.get_mut().poll_discard(cx);
             }
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -566,37 +436,6 @@ impl Session {
                 Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(Some(Err(tungstenite::Error::Io(_)))) => return Poll::Ready(()),
                 Poll::Ready(Some(Err(_))) => self.stream_broken = true,
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// Raw reading after a framing error: discard bytes until the peer's
-    /// close frame (the frame tracker still knows where frames start) or EOF.
-    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut scratch = [0u8; 512];
-        for _ in 0..READ_BATCH {
-            if self.ws.get_ref().frames.close_seen() {
-                return Poll::Ready(());
-            }
-            let mut stream: &TcpStream = self.sock.get_ref();
-            match stream.read(&mut scratch) {
-                Ok(0) => return Poll::Ready(()),
-                Ok(n) => {
-                    let io = self.ws.get_mut();
-                    let released = io.frames.observe(&scratch[..n]);
-                    io.budget.borrow_mut().give_back(released);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.sock.poll_readable(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(_)) => return Poll::Ready(()),
-                        Poll::Ready(Ok(())) => {}
-                    }
-                }
-                Err(_) => return Poll::Ready(()),
             }
         }
         cx.waker().wake_by_ref();

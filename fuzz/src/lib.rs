@@ -19,9 +19,9 @@ pub mod limits;
 pub mod outbound;
 #[path = "../../src/protocol.rs"]
 pub mod protocol;
-#[path = "../../src/reading.rs"]
-pub mod reading;
 #[path = "../../src/rooms.rs"]
 pub mod rooms;
 #[path = "../../src/session.rs"]
 pub mod session;
+#[path = "../../src/ws_reader.rs"]
+pub mod ws_reader;
