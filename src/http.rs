@@ -229,7 +229,7 @@ pub struct Snapshot {
     /// Resident memory now, and the README's worst-case bound at this configuration.
     pub rss_bytes: u64,
     pub memory_bound_bytes: u64,
-    pub stats: crate::rooms::Stats,
+    pub stats: crate::relay::Stats,
     /// The HTTP phase (`/metrics` only).
     pub http: HttpPhase,
 }

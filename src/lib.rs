@@ -7,15 +7,17 @@
 
 pub mod clock;
 pub mod config;
+pub mod conns;
 pub mod handshake;
 pub mod http;
+pub mod hub;
 pub mod hubinfo;
 pub mod limits;
 pub mod logging;
 pub mod outbound;
 pub mod page;
 pub mod protocol;
-pub mod rooms;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -14,10 +14,11 @@ use smol::{Async, LocalExecutor, Timer};
 
 use crate::clock;
 use crate::config::Config;
+use crate::conns::ConnId;
 use crate::http::{self, Route, Snapshot};
 use crate::limits::{Refusal, canonical_ip};
-use crate::protocol::{Dialect, Reading};
-use crate::rooms::Hub;
+use crate::protocol::Dialect;
+use crate::relay::Relay;
 use crate::session::Session;
 use crate::{handshake, shutdown, systemd};
 
@@ -52,7 +53,7 @@ struct Pending {
 /// What every task of the server shares.
 struct Shared {
     cfg: Rc<Config>,
-    hub: Rc<RefCell<Hub>>,
+    hub: Rc<RefCell<Relay>>,
     ex: Rc<LocalExecutor<'static>>,
     /// Connections whose request head is being read (`HTTP_PENDING_LIMIT`).
     pending: RefCell<Vec<Rc<Pending>>>,
@@ -98,7 +99,7 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
     };
     let ex = Rc::new(LocalExecutor::new());
     let shared = Rc::new(Shared {
-        hub: Rc::new(RefCell::new(Hub::new(&cfg))),
+        hub: Rc::new(RefCell::new(Relay::new(&cfg))),
         cfg: Rc::new(cfg),
         ex: ex.clone(),
         pending: RefCell::new(Vec::new()),
@@ -529,7 +530,7 @@ async fn handle_http(
     peer: SocketAddr,
     slot: Slot<'_>,
     evicted: smol::channel::Receiver<()>,
-) -> Option<(u32, Vec<u8>)> {
+) -> Option<(ConnId, Vec<u8>)> {
     let limit = Duration::from_secs(shared.cfg.handshake_timeout_secs.into());
     let mut is_head = false;
     let head = read_head(
@@ -624,10 +625,7 @@ async fn handle_http(
         Route::WebSocket => match upgrade(shared, &req, peer) {
             Ok((id, accept)) => {
                 let dialect = path_dialect(&req.path);
-                shared
-                    .hub
-                    .borrow_mut()
-                    .set_reading(id, Reading::starting(dialect));
+                shared.hub.borrow_mut().set_dialect(id, dialect);
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
@@ -685,7 +683,7 @@ fn upgrade(
     shared: &Shared,
     req: &http::Request,
     peer: SocketAddr,
-) -> Result<(u32, String), Vec<u8>> {
+) -> Result<(ConnId, String), Vec<u8>> {
     let cfg = &shared.cfg;
     if req.method == "HEAD"
         || !req.header_has_token("upgrade", "websocket")
