@@ -63,6 +63,7 @@ pub struct Relay {
     pub shutting_down: bool,
 }
 
+/// The state, its counts, and the changes of connections and membership.
 impl Relay {
     /// An empty relay for `cfg`.
     pub fn new(cfg: &Config) -> Relay {
@@ -290,9 +291,10 @@ impl Relay {
         self.evict_if(id, sent);
         self.settle();
     }
+}
 
-    // ---------------------------------------------------- slow consumers
-
+/// Applying the slow-consumer rules, strikes and the timers' work.
+impl Relay {
     /// Closes `id` as a slow consumer: it leaves its room at once (the room
     /// sees `userLeft`), gets what is queued privately, then 1013.
     fn evict(&mut self, id: ConnId) {
