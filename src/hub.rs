@@ -289,3 +289,56 @@ impl Hub {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use crate::protocol::parse_join;
+
+    fn hub(env: &[(&str, &str)]) -> Hub {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Hub::new(&Config::load(&Source::from_maps(env, HashMap::new())).unwrap())
+    }
+
+    /// A v2 `join` as the relay makes it: checked, out of the current room,
+    /// into the new one.
+    fn join(h: &mut Hub, id: ConnId, room: &str, user: &str) -> Result<RoomId, ErrorCode> {
+        let raw = format!(r#"{{"room":"{room}","user":{{"id":"{user}","name":"{user}"}}}}"#);
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+        let req = parse_join(Some(&raw)).unwrap();
+        let admission = h.check_join(id, Dialect::V2, &req)?;
+        h.remove(id);
+        let r = h.open_room(&admission);
+        h.seat_member(id, r, admission, req.user_json.into_boxed_str());
+        Ok(r)
+    }
+
+    #[test]
+    fn room_and_server_capacity() {
+        let mut h = hub(&[("MAX_ROOM_USERS", "2"), ("MAX_ROOMS", "1")]);
+        let ids: Vec<_> = (0..3).map(ConnId::from_index).collect();
+        let r = join(&mut h, ids[0], "r", "u0").unwrap();
+        assert_eq!(join(&mut h, ids[2], "r", "u0"), Err(ErrorCode::UserIdTaken));
+        join(&mut h, ids[1], "r", "u1").unwrap();
+        assert_eq!(join(&mut h, ids[2], "r", "u2"), Err(ErrorCode::RoomFull));
+        assert_eq!(
+            join(&mut h, ids[2], "s", "u2"),
+            Err(ErrorCode::TooManyRooms)
+        );
+        assert_eq!(h.members(r), &ids[..2]);
+        // Moving the only member of a room frees the room for the new one.
+        let gone = h.remove(ids[1]).unwrap();
+        assert!(!gone.emptied && gone.user_id == "u1");
+        let s = join(&mut h, ids[0], "s", "u0").unwrap();
+        assert_eq!(h.active_rooms(), 1);
+        assert_eq!(s, r, "the emptied room's slot is taken again");
+        assert_eq!((h.members(s), h.users_in_rooms()), (&ids[..1], 1));
+        let from = h.speaker(ids[0]).unwrap();
+        assert_eq!((from.user_id, from.members), ("u0", &ids[..1]));
+        assert!(h.speaker(ids[1]).is_none());
+    }
+}

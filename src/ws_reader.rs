@@ -176,6 +176,8 @@ pub struct FrameTracker {
 }
 
 impl FrameTracker {
+    /// A tracker at the start of a stream, for frames of at most `max_frame`
+    /// bytes.
     pub fn new(max_frame: u32) -> FrameTracker {
         FrameTracker {
             position: Position::Header(0),

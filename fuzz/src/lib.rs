@@ -25,7 +25,7 @@ pub mod outbound;
 pub mod protocol;
 #[path = "../../src/relay.rs"]
 pub mod relay;
-#[path = "../../src/session.rs"]
+#[path = "../../src/session/mod.rs"]
 pub mod session;
 #[path = "../../src/ws_reader.rs"]
 pub mod ws_reader;

@@ -208,23 +208,6 @@ fn membership_and_fan_out() {
 }
 
 #[test]
-fn room_and_server_capacity() {
-    let mut h = hub(&[("MAX_ROOM_USERS", "2"), ("MAX_ROOMS", "1")]);
-    let ids: Vec<_> = (0..3).map(|_| conn(&mut h)).collect();
-    join(&mut h, ids[0], "r", "u0").unwrap();
-    join(&mut h, ids[1], "r", "u1").unwrap();
-    assert_eq!(join(&mut h, ids[2], "r", "u2"), Err(ErrorCode::RoomFull));
-    assert_eq!(
-        join(&mut h, ids[2], "s", "u2"),
-        Err(ErrorCode::TooManyRooms)
-    );
-    // Moving the only member of a room frees the room for the new one.
-    h.remove_conn(ids[1]);
-    join(&mut h, ids[0], "s", "u0").unwrap();
-    assert_eq!(h.active_rooms(), 1);
-}
-
-#[test]
 fn half_written_frames_are_finished_and_order_is_kept() {
     let mut h = hub(&[]);
     let (a, b) = settled_pair(&mut h);
