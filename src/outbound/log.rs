@@ -71,7 +71,7 @@ impl RoomLog {
         (self.end_offset - self.entry(seq).offset) as usize
     }
 
-    /// Appends a frame for `remaining` members (see [`Entry`] for `target`
+    /// Appends a frame for `remaining` members (see `Entry` for `target`
     /// and `only`).
     pub fn push(&mut self, frame: Rc<[u8]>, target: ConnId, only: bool, remaining: u32) {
         let len = frame.len();

@@ -9,7 +9,7 @@
 //!   private buffer, and the flush that writes them;
 //! - [`policy`]: pacing and the slow-consumer rules, decided from progress
 //!   rather than from a momentarily full socket;
-//! - [`write`]: step 6, the socket write itself.
+//! - [`write`](mod@write): step 6, the socket write itself.
 //!
 //! The outbound side knows which log each connection reads, but not who is
 //! in a room: callers pass a room's members from [`crate::hub`]. It decides

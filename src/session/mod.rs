@@ -4,12 +4,12 @@
 //! - this file: the connection's life: each poll reads (unless pacing holds
 //!   reading back), flushes what is queued for the connection, and runs the
 //!   close sequence;
-//! - [`read`]: frames from tungstenite over the socket reader ([`WsIo`]),
+//! - `read.rs`: frames from tungstenite over the socket reader ([`WsIo`]),
 //!   the per-connection budgets, the protocol's typed request in the
 //!   connection's dialect (whose state the session keeps), and dispatch:
 //!   membership to the [hub](crate::hub), frames to the
 //!   [outbound side](crate::outbound);
-//! - [`refuse`]: error replies, rate limiting and the closes for floods,
+//! - `refuse.rs`: error replies, rate limiting and the closes for floods,
 //!   oversize messages and framing errors.
 //!
 //! A session is one hand-written future rather than a reader task and a
