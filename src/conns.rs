@@ -247,3 +247,54 @@ impl Conns {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_and_dialects_counted() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut t = Conns::new(2);
+        let (a, b) = (t.add(ip), t.add(ip));
+        assert!(t.is_full());
+        t.set_dialect(b, Dialect::Legacy);
+        assert_eq!(
+            (
+                t.connections_in(Dialect::V2),
+                t.connections_in(Dialect::Legacy)
+            ),
+            (1, 1)
+        );
+        assert_eq!(t.remove(b).map(|c| c.dialect), Some(Dialect::Legacy));
+        assert!(t.remove(b).is_none(), "once");
+        assert_eq!((t.open(), t.connections_in(Dialect::Legacy)), (1, 0));
+        assert!(!t.is_open(b) && t.is_open(a));
+        assert_eq!(t.add(ip), b, "the free slot is taken first");
+        assert_eq!(t.ids().collect::<Vec<_>>(), [a, b]);
+        assert_eq!(t.close_state(b), Close::Open);
+    }
+
+    #[test]
+    fn the_running_task_is_not_woken() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut t = Conns::new(4);
+        let a = t.add("10.0.0.1".parse().unwrap());
+        t.enter(a, &waker);
+        t.wake(a);
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "it flushes itself");
+        t.exit();
+        t.set_paused(a, true);
+        t.wake_paused(&[a]);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    }
+}
