@@ -27,7 +27,7 @@ use std::rc::Rc;
 
 use crate::clock;
 use crate::config::Config;
-use crate::conns::{ConnId, Conns};
+use crate::conns::{Close, ConnId, Conns};
 use crate::hub::{RoomId, Speaker};
 use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, Reaction};
 use log::RoomLog;
@@ -290,7 +290,7 @@ impl Outbound {
         build: impl FnOnce(&mut Vec<u8>, &mut FrameBuilder),
     ) -> Result<(), SlowConsumer> {
         let out = self.outbox(id);
-        if out.close_queued || conns.close_state(id) == crate::conns::Close::Drop {
+        if out.close_queued || conns.close_state(id) == Close::Drop {
             return Ok(());
         }
         if self.policy.over_queue(self.backlog(id)) {
