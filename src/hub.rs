@@ -52,6 +52,11 @@ struct Seat {
     json: Box<str>,
 }
 
+/// Bytes of one member record (its own allocation), without its JSON.
+pub const MEMBER_RECORD_BYTES: usize = std::mem::size_of::<Seat>();
+/// Bytes of one room's record in the room table.
+pub const ROOM_RECORD_BYTES: usize = std::mem::size_of::<Option<Room>>();
+
 /// A `join` that passed the capacity rules ([`Hub::check_join`]).
 pub struct Admission {
     key: (Dialect, Name),

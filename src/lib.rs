@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod conns;
 pub mod fdstore;
+pub mod footprint;
 pub mod frame;
 pub mod handshake;
 pub mod history;

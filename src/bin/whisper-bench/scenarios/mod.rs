@@ -9,6 +9,7 @@ mod count;
 mod fanout;
 mod floor;
 mod idle;
+mod memory;
 mod slowloris;
 mod storm;
 mod wifi;
@@ -33,6 +34,8 @@ use crate::wire::Dialect;
 pub enum Scenario {
     Floor,
     Idle,
+    /// Where the bytes of an idle joined connection go (the allocator probe).
+    Memory,
     /// `idle` with legacy clients (upgraded on `/`, `payload` frames).
     IdleLegacy,
     Fanout,
@@ -53,9 +56,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Floor,
         Scenario::Idle,
+        Scenario::Memory,
         Scenario::IdleLegacy,
         Scenario::Fanout,
         Scenario::FanoutLegacy,
@@ -74,6 +78,7 @@ impl Scenario {
         match self {
             Scenario::Floor => "floor",
             Scenario::Idle => "idle",
+            Scenario::Memory => "memory",
             Scenario::IdleLegacy => "idle-legacy",
             Scenario::Fanout => "fanout",
             Scenario::FanoutLegacy => "fanout-legacy",
@@ -165,6 +170,11 @@ impl Lab<'_> {
         result
     }
 
+    /// Records how a relay started outside [`Lab::with_relay`] ended.
+    pub fn record_exit(&self, exit: crate::relay::Exit) {
+        self.run.borrow_mut().exits.push(exit);
+    }
+
     /// Samples the relay's counters, noting (once per run) when unreadable.
     pub fn sample(&self, relay: &Relay) -> Sample {
         let (sample, problem) = proc::sample(relay.pid);
@@ -197,6 +207,7 @@ pub fn run(
         match scenario {
             Scenario::Floor => floor::run(&lab).await,
             Scenario::Idle => idle::run(&lab, Dialect::V2).await,
+            Scenario::Memory => memory::run(&lab).await,
             Scenario::IdleLegacy => idle::run(&lab, Dialect::Legacy).await,
             Scenario::Fanout => fanout::run(&lab, Dialect::V2).await,
             Scenario::FanoutLegacy => fanout::run(&lab, Dialect::Legacy).await,
