@@ -42,35 +42,28 @@ impl Session {
     pub(super) fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // A frame waiting for its share of the read budget: not even the
         // socket's readiness matters until the share is there.
-        if !self.ws.get_mut().take_share(cx) {
+        if let Some(ws) = self.ws.as_mut()
+            && !ws.get_mut().take_share(cx)
+        {
             return Poll::Pending;
         }
         // Woken to write, with tungstenite holding no complete frame: skip the
         // whole read path unless the socket has news.
         if !self.may_have_frames {
-            match self.sock.poll_readable(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(_) => {
-                    // The readiness event is consumed here: tell the reader
-                    // to try `read` rather than wait for another one.
-                    self.may_have_frames = true;
-                    self.ws.get_mut().set_readable();
-                }
+            if self.poll_readable(cx).is_pending() {
+                return Poll::Pending;
             }
+            self.may_have_frames = true;
         }
         for _ in 0..READ_BATCH {
-            match Pin::new(&mut self.ws).poll_next(cx) {
+            match Pin::new(self.reader()).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
                     if self.charge_frames(1) {
                         self.on_message(msg);
                     }
                     self.messages_read = self.messages_read.wrapping_add(1);
-                    if self
-                        .ws
-                        .get_mut()
-                        .frames_mut()
-                        .take_fresh(self.messages_read)
-                    {
+                    let read = self.messages_read;
+                    if self.reader().get_mut().frames_mut().take_fresh(read) {
                         self.renew_reader();
                     }
                 }
@@ -83,16 +76,32 @@ impl Session {
                     // tungstenite needs more bytes: nothing complete is
                     // buffered. Fragments read so far count already.
                     self.charge_frames(0);
-                    self.may_have_frames = false;
+                    let frames = self.reader().get_ref().frames();
+                    let (oversize, at_rest) = (frames.oversize(), frames.at_rest());
                     // A fragment's header may already show the message is
                     // too large: no need to wait for the fragment.
-                    if self.ws.get_ref().frames().oversize() {
+                    if oversize {
                         self.refuse_oversize();
+                        return Poll::Pending;
                     }
-                    return Poll::Pending;
+                    // Between messages tungstenite holds nothing: its state
+                    // goes until the socket has data again.
+                    if at_rest {
+                        self.ws = None;
+                    }
+                    if self.waits_for_share() {
+                        return Poll::Pending;
+                    }
+                    // Wait for readiness with this task's own waker; data
+                    // that came meanwhile is read at once.
+                    if self.poll_readable(cx).is_pending() {
+                        self.may_have_frames = false;
+                        return Poll::Pending;
+                    }
+                    continue;
                 }
             }
-            if self.ws.get_ref().frames().oversize() {
+            if self.reader().get_ref().frames().oversize() {
                 self.refuse_oversize();
                 return Poll::Pending;
             }
@@ -116,7 +125,10 @@ impl Session {
     /// budget the connection is closed with 1008 and a strike counted; false
     /// then.
     fn charge_frames(&mut self, messages: u32) -> bool {
-        let frames = messages + self.ws.get_mut().frames_mut().take_fragments();
+        let Some(ws) = self.ws.as_mut() else {
+            return true;
+        };
+        let frames = messages + ws.get_mut().frames_mut().take_fragments();
         if frames == 0 {
             return true;
         }
@@ -244,7 +256,7 @@ impl Session {
     /// buffer a large message grew. Called only when tungstenite holds no
     /// unread byte and no partial message ([`crate::ws_reader::FrameTracker::take_fresh`]).
     fn renew_reader(&mut self) {
-        let io = self.ws.get_ref().renewed();
+        let io = self.reader().get_ref().renewed();
         self.replace_reader(io);
     }
 
@@ -258,7 +270,7 @@ impl Session {
             .as_mut()
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
-            self.ws = ws;
+            self.ws = Some(Box::new(ws));
             self.messages_read = 0;
         }
     }

@@ -54,7 +54,7 @@ impl Session {
     }
 
     pub(super) fn on_error(&mut self, err: tungstenite::Error) {
-        let frames = self.ws.get_ref().frames();
+        let frames = self.reader().get_ref().frames();
         let close = match err {
             // tungstenite takes a length with its top bit set for a size.
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })
@@ -98,7 +98,7 @@ impl Session {
     /// back. The frame tracker is kept, as it still tells where the client's
     /// close frame is in what follows.
     fn abandon_reader(&mut self) {
-        let io = self.ws.get_mut().abandoned();
+        let io = self.reader().get_mut().abandoned();
         self.replace_reader(io);
     }
 
