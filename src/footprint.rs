@@ -18,8 +18,7 @@ pub fn layout() -> Vec<(&'static str, usize)> {
         ("WebSocketStream<WsIo>", size_of::<WebSocketStream<WsIo>>()),
         ("Conn slot", size_of::<Option<Conn>>()),
         ("Outbox slot", size_of::<Outbox>()),
-        ("seat pointer", size_of::<usize>()),
-        ("member record", crate::hub::MEMBER_RECORD_BYTES),
+        ("seat slot", crate::hub::MEMBER_RECORD_BYTES),
         ("room record", crate::hub::ROOM_RECORD_BYTES),
     ]
 }
