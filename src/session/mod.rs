@@ -65,7 +65,9 @@ pub struct Session {
     /// tungstenite's state, held only while a frame may be under way: none
     /// while the connection is idle between messages (see [`crate::ws_reader`]).
     ws: Option<Box<Ws>>,
-    budgets: Budgets,
+    /// The request and frame budgets while one of them is not full; none
+    /// while idle with full budgets (cold state, out of the session's layout).
+    budgets: Option<Box<Budgets>>,
     /// The dialect its frames are read and answered in, and whether a frame
     /// fixed it.
     dialect: DialectState,
@@ -126,7 +128,7 @@ impl Session {
             cfg,
             sock,
             ws,
-            budgets: Budgets::default(),
+            budgets: None,
             dialect: DialectState::starting(dialect),
             peer_closed: false,
             stream_broken: false,

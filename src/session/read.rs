@@ -29,12 +29,29 @@ pub(super) enum Limit {
     Joins,
 }
 
-/// Per-connection budgets (message + reaction, join, all frames).
+/// Per-connection budgets (message + reaction, join, all frames). Kept by
+/// the session only while one of them is not full (`Session::budgets`).
 #[derive(Default)]
 pub(super) struct Budgets {
     pub(super) messages: Budget,
     pub(super) joins: Budget,
     frames: Budget,
+}
+
+impl Budgets {
+    /// Budgets as new: every bucket full.
+    pub(super) const FULL: Budgets = Budgets {
+        messages: Budget::new(),
+        joins: Budget::new(),
+        frames: Budget::new(),
+    };
+
+    /// Whether every bucket is full at `now`.
+    fn all_full(&self, now: u64) -> bool {
+        [&self.messages, &self.joins, &self.frames]
+            .iter()
+            .all(|b| b.is_full(now))
+    }
 }
 
 impl Session {
@@ -51,6 +68,7 @@ impl Session {
         // whole read path unless the socket has news.
         if !self.may_have_frames {
             if self.poll_readable(cx).is_pending() {
+                self.release_full_budgets();
                 return Poll::Pending;
             }
             self.may_have_frames = true;
@@ -88,6 +106,7 @@ impl Session {
                     // goes until the socket has data again.
                     if at_rest {
                         self.ws = None;
+                        self.release_full_budgets();
                     }
                     if self.waits_for_share() {
                         return Poll::Pending;
@@ -133,18 +152,43 @@ impl Session {
             return true;
         }
         let now = clock::now_micros();
-        if (0..frames).all(|_| self.budgets.frames.try_take(self.cfg.frame_limit, now)) {
+        let limit = self.cfg.frame_limit;
+        let budgets = self.budgets_mut();
+        if (0..frames).all(|_| budgets.frames.try_take(limit, now)) {
             return true;
         }
         self.refuse_flood();
         false
     }
 
+    /// The budgets, made (full) if the session held none.
+    fn budgets_mut(&mut self) -> &mut Budgets {
+        self.budgets.get_or_insert_with(Box::default)
+    }
+
+    /// While idle: budgets that are all full again are let go (rate limits
+    /// are cold state: an idle connection holds none).
+    fn release_full_budgets(&mut self) {
+        if self
+            .budgets
+            .as_ref()
+            .is_some_and(|b| b.all_full(clock::now_micros()))
+        {
+            self.budgets = None;
+        }
+    }
+
     /// Takes a token from a request budget.
     fn take(&mut self, limit: Limit, now: u64) -> bool {
         match limit {
-            Limit::Messages => self.budgets.messages.try_take(self.cfg.message_limit, now),
-            Limit::Joins => self.budgets.joins.try_take(self.cfg.join_limit, now),
+            Limit::Messages => {
+                let limit = self.cfg.message_limit;
+                self.budgets_mut().messages.try_take(limit, now)
+            }
+            Limit::Joins => {
+                let limit = self.cfg.join_limit;
+                self.budgets_mut().joins.try_take(limit, now)
+            }
         }
     }
 

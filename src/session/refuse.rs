@@ -5,7 +5,7 @@
 use async_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Session;
-use super::read::Limit;
+use super::read::{Budgets, Limit};
 use crate::conns::Close;
 use crate::protocol::{Dialect, ErrorCode};
 use crate::relay::Relay;
@@ -36,9 +36,10 @@ impl Session {
         what: &str,
         now: u64,
     ) {
+        let budgets = self.budgets.as_deref().unwrap_or(&Budgets::FULL);
         let (budget, per_minute) = match limit {
-            Limit::Messages => (&self.budgets.messages, self.cfg.message_limit),
-            Limit::Joins => (&self.budgets.joins, self.cfg.join_limit),
+            Limit::Messages => (&budgets.messages, self.cfg.message_limit),
+            Limit::Joins => (&budgets.joins, self.cfg.join_limit),
         };
         let wait = budget.retry_after_secs(per_minute, now);
         let text = format!("too many {what} frames; retry in {wait} s");
