@@ -10,6 +10,8 @@ use std::fmt::Write;
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 
 /// A parsed request head. Header names are kept as sent; lookups ignore case.
+/// The headers are one string and a list of offsets into it: two
+/// allocations per head, whatever the number of headers.
 #[derive(Debug)]
 pub struct Request {
     /// The method, upper case (`GET`, `HEAD`, ...).
@@ -18,24 +20,37 @@ pub struct Request {
     pub path: String,
     /// The minor HTTP version: 0 or 1.
     pub version_minor: u8,
-    headers: Vec<(String, String)>,
+    /// Every header's name followed by its (trimmed) value.
+    text: String,
+    /// Per header: where its name ends and its value ends in `text` (its
+    /// name starts where the previous value ended).
+    ends: Vec<(u16, u16)>,
 }
 
 impl Request {
+    /// Every header as (name, value), in order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (usize::from(name_end), usize::from(value_end));
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            pair
+        })
+    }
+
     /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.pairs()
+            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// Every value of header `name`, in order.
     pub fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.pairs()
+            .filter(move |(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// Whether a comma-separated header contains `token` (case-insensitive).
@@ -109,16 +124,32 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
     if !path.starts_with('/') {
         return Err(bad);
     }
-    let mut headers = Vec::with_capacity(parsed.headers.len());
+    let bytes: usize = parsed
+        .headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len())
+        .sum();
+    let mut text = String::with_capacity(bytes);
+    let mut ends = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?;
-        headers.push((h.name.to_string(), value.trim().to_string()));
+        text.push_str(h.name);
+        let name_end = text.len();
+        text.push_str(value.trim());
+        // The server reads at most MAX_HEAD_BYTES; a longer head given
+        // here is refused rather than indexed past 16 bits.
+        let (Ok(name_end), Ok(value_end)) = (u16::try_from(name_end), u16::try_from(text.len()))
+        else {
+            return Err(HeadError::Malformed);
+        };
+        ends.push((name_end, value_end));
     }
     Ok(Request {
         method: method.to_string(),
         path: path.to_string(),
         version_minor,
-        headers,
+        text,
+        ends,
     })
 }
 

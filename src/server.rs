@@ -81,14 +81,14 @@ async fn serve(
     signals: shutdown::Signals,
 ) -> i32 {
     admission::tune_listener(&listener);
-    let listener = match async_net::TcpListener::try_from(listener) {
+    let listener = match smol::Async::new(listener) {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot use the listening socket: {e}");
             return 1;
         }
     };
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = listener.get_ref().local_addr() {
         log::info!("listening on {addr}");
     }
     let notify = systemd::Notifier::from_env();

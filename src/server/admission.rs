@@ -19,7 +19,7 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 
 use super::Shared;
-use super::head::{self, HeadError};
+use super::head::{self, Eviction, HeadError};
 use super::refusals::{Reject, refuse};
 use super::routes;
 use crate::clock;
@@ -40,7 +40,7 @@ struct Pending {
     /// When its last byte arrived (its accept time before the first).
     last_progress: Cell<u64>,
     /// Tells the task to give up its slot (answering 408).
-    evict: Sender<()>,
+    eviction: Eviction,
 }
 
 /// The HTTP-phase table: the connections whose request head is being read.
@@ -127,12 +127,18 @@ pub(super) fn tune_listener(listener: &std::net::TcpListener) {
 /// the table is used.
 pub(super) async fn accept_loop(
     shared: Rc<Shared>,
-    listener: async_net::TcpListener,
+    listener: Async<std::net::TcpListener>,
 ) -> &'static str {
     loop {
         make_room(&shared).await;
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+        let (stream, peer) = match accept(&listener).await {
+            Ok((stream, peer)) => match Async::new(stream) {
+                Ok(stream) => (stream, peer),
+                Err(e) => {
+                    log::warn!("cannot register a connection: {e}");
+                    continue;
+                }
+            },
             Err(e) => {
                 // Out of descriptors and similar: back off instead of spinning.
                 log::warn!("accept failed: {e}");
@@ -160,20 +166,43 @@ pub(super) async fn accept_loop(
                 .detach();
             continue;
         }
-        let (evict, evicted) = smol::channel::bounded(1);
         let entry = Rc::new(Pending {
             last_progress: Cell::new(now),
-            evict,
+            eviction: Eviction::default(),
         });
         shared.table.pending.borrow_mut().push(entry.clone());
         let counted_ip = (!exempt).then_some(ip);
-        let task = connection_task(shared.clone(), sock, peer, entry, counted_ip, evicted);
+        let task = connection_task(shared.clone(), sock, peer, entry, counted_ip);
         shared.ex.spawn(task).detach();
         // Let the new connection read its head before the next accept: in a
         // burst, each request is served as it comes instead of all of them
         // piling into the table first.
         smol::future::yield_now().await;
     }
+}
+
+/// The next connection: one `accept` at once (after a connection there may
+/// be more), then only when the listener reports readiness. This future is
+/// polled each time the server's main future is (every wake-up of the
+/// thread); a read loop that retried `accept` on every poll would call it
+/// for nothing.
+async fn accept(
+    listener: &Async<std::net::TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let mut wait = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            if wait {
+                std::task::ready!(listener.poll_readable(cx))?;
+            }
+            match listener.get_ref().accept() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait = true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                result => return std::task::Poll::Ready(result),
+            }
+        }
+    })
+    .await
 }
 
 /// One connection's HTTP phase: its head, read while it holds its slot in
@@ -185,7 +214,6 @@ async fn connection_task(
     peer: SocketAddr,
     entry: Rc<Pending>,
     counted_ip: Option<IpAddr>,
-    evicted: Receiver<()>,
 ) {
     let slot = Slot {
         shared: &shared,
@@ -194,8 +222,8 @@ async fn connection_task(
     };
     let deadline = Instant::now() + shared.handshake_limit();
     let mut is_head = false;
-    let progress = &slot.entry.last_progress;
-    let head = head::read_head(&sock, progress, deadline, &evicted, &mut is_head).await;
+    let (progress, evicted) = (&slot.entry.last_progress, &slot.entry.eviction);
+    let head = head::read_head(&sock, progress, deadline, evicted, &mut is_head).await;
     drop(slot);
     let (req, leftover) = match head {
         Ok(head) => head,
@@ -244,7 +272,7 @@ async fn make_room(shared: &Shared) {
         if idle >= EVICT_IDLE_MICROS {
             // Out of the table at once; its task answers 408 and closes.
             shared.table.remove(&stalest);
-            let _ = stalest.evict.try_send(());
+            stalest.eviction.evict();
             shared.http_phase.borrow_mut().evicted += 1;
             return;
         }

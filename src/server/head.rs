@@ -8,7 +8,10 @@
 //! connection under the reply.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
@@ -42,6 +45,36 @@ impl From<Reject> for HeadError {
     }
 }
 
+/// The signal a full HTTP-phase table gives a pending connection to give
+/// up its slot: a flag and the waiting task's waker (no channel, so no
+/// allocation per connection).
+#[derive(Default)]
+pub(super) struct Eviction {
+    evicted: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Eviction {
+    /// Tells the connection to give up, waking it if it waits.
+    pub(super) fn evict(&self) {
+        self.evicted.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Ready once evicted.
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.evicted.get() {
+                return Poll::Ready(());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+    }
+}
+
 /// What ends one wait of `read_head`.
 enum Wake {
     Read(std::io::Result<usize>),
@@ -58,7 +91,7 @@ pub(super) async fn read_head(
     sock: &Async<TcpStream>,
     progress: &Cell<u64>,
     deadline: Instant,
-    evicted: &smol::channel::Receiver<()>,
+    evicted: &Eviction,
     is_head: &mut bool,
 ) -> Result<(Request, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
@@ -81,7 +114,7 @@ pub(super) async fn read_head(
                 Wake::Check
             })
             .or(async {
-                let _ = evicted.recv().await;
+                evicted.wait().await;
                 Wake::Evicted
             })
             .await;
@@ -198,7 +231,18 @@ impl<F: FnMut()> Drop for Defer<F> {
 /// Writes `bytes` unless that takes longer than `limit` (a client that does
 /// not read). Whether everything was written.
 pub(super) async fn write_within(sock: &Async<TcpStream>, bytes: &[u8], limit: Duration) -> bool {
-    async { (&*sock).write_all(bytes).await.is_ok() }
+    // Most answers fit in the socket's empty send buffer: one write, and
+    // no timer armed and cancelled.
+    let mut stream: &TcpStream = sock.get_ref();
+    let rest = match stream.write(bytes) {
+        Ok(n) => &bytes[n..],
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => bytes,
+        Err(_) => return false,
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    async { (&*sock).write_all(rest).await.is_ok() }
         .or(async {
             Timer::after(limit).await;
             false
@@ -229,6 +273,29 @@ mod tests {
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn an_eviction_wakes_the_waiting_task_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let eviction = Eviction::default();
+        let mut wait = std::pin::pin!(eviction.wait());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        eviction.evict();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        eviction.evict();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "nobody waits any more");
     }
 
     #[test]

@@ -71,10 +71,17 @@ async fn switch(
 ) -> Option<(ConnId, Vec<u8>)> {
     let dialect = path_dialect(&req.path);
     shared.hub.borrow_mut().set_dialect(id, dialect);
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    if !head::write_within(sock, response.as_bytes(), shared.handshake_limit()).await {
+    // Built on the stack: the key is 28 bytes of base64.
+    let mut response = heapless::Vec::<u8, 160>::new();
+    let parts: [&[u8]; 3] = [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+        accept.as_bytes(),
+        b"\r\n\r\n",
+    ];
+    for part in parts {
+        let _ = response.extend_from_slice(part);
+    }
+    if !head::write_within(sock, &response, shared.handshake_limit()).await {
         shared.hub.borrow_mut().remove_conn(id);
         return None;
     }

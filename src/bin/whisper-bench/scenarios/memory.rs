@@ -8,14 +8,20 @@
 //! blocks by size tell which allocations they are.
 //!
 //! Stages: upgraded (the 101 read, no frame sent), after a first frame (a
-//! `ping` request and its answer), joined (rooms of ten), closed (all gone:
-//! what is left is what the relay keeps for good).
+//! `ping` request and its answer), joined (rooms of ten: the idle joined
+//! connection), mid-frame (half of a `ping` sent: what a connection holds
+//! while a frame is under way), frame done (the rest sent and answered),
+//! closed (all gone: what is left is what the relay keeps for good). RSS
+//! does not fall when memory is freed (the allocator keeps it for reuse), so
+//! the stages after `joined` show the heap, not RSS, going down.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout};
 use std::time::Duration;
 
+use rtce2ee_whisper::frame;
 use smol::Timer;
+use smol::io::AsyncWriteExt;
 
 use super::{Lab, capacity_env};
 use crate::client::{self, ConnectOptions, OP_TEXT, Reader, Writer};
@@ -141,6 +147,26 @@ async fn stages(lab: &Lab<'_>, relay: &mut Relay, conns: u32) -> Result<(), Stri
         answer(reader).await.map_err(|e| format!("join: {e}"))?;
     }
     readings.push(("joined", read(&mut probe, relay).await?));
+    // Half of a frame: the state a connection holds while a frame is under
+    // way (tungstenite's, the budgets), measured, then the rest of it.
+    let ping = frame::masked_frame(OP_TEXT, br#"{"type":"ping"}"#, [7, 7, 7, 7]);
+    let (head, tail) = ping.split_at(ping.len() / 2);
+    for (reader, _) in &mut open {
+        let mut s = reader.stream().clone();
+        s.write_all(head)
+            .await
+            .map_err(|e| format!("half a frame: {e}"))?;
+    }
+    let mid = read(&mut probe, relay).await?;
+    for (reader, _) in &mut open {
+        let mut s = reader.stream().clone();
+        s.write_all(tail)
+            .await
+            .map_err(|e| format!("rest of a frame: {e}"))?;
+        answer(reader).await.map_err(|e| format!("ping: {e}"))?;
+    }
+    readings.push(("mid-frame", mid));
+    readings.push(("frame done", read(&mut probe, relay).await?));
     drop(open);
     Timer::after(SETTLE).await;
     readings.push(("closed", read(&mut probe, relay).await?));
