@@ -167,12 +167,13 @@ impl Session {
     }
 
     /// While idle: budgets that are all full again are let go (rate limits
-    /// are cold state: an idle connection holds none).
+    /// are cold state: an idle connection holds none). Checked against the
+    /// last clock reading, not the clock: it runs on every wake-up to write.
     fn release_full_budgets(&mut self) {
         if self
             .budgets
             .as_ref()
-            .is_some_and(|b| b.all_full(clock::now_micros()))
+            .is_some_and(|b| b.all_full(clock::recent_micros()))
         {
             self.budgets = None;
         }
