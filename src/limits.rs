@@ -306,11 +306,13 @@ impl IpTable {
             .count()
     }
 
+    /// Records held (tests only).
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
+    /// No records held (tests only).
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
