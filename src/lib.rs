@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod handshake;
+pub mod health_check;
 pub mod http;
 pub mod hubinfo;
 pub mod limits;
