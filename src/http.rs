@@ -1,12 +1,10 @@
-//! The HTTP side of the listener: request heads, routing, the health and
-//! metrics bodies, and JSON error responses.
+//! The HTTP side of the listener: request heads, routing, and responses
+//! (JSON error responses among them).
 //!
 //! Only what the relay serves is implemented: one request per connection,
 //! answered with `Connection: close`, except `/ws`, which becomes a WebSocket.
 
 use std::fmt::Write;
-
-use crate::clock;
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -14,8 +12,11 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// A parsed request head. Header names are kept as sent; lookups ignore case.
 #[derive(Debug)]
 pub struct Request {
+    /// The method, upper case (`GET`, `HEAD`, ...).
     pub method: String,
+    /// The path, without query or fragment (the absolute form is reduced to it).
     pub path: String,
+    /// The minor HTTP version: 0 or 1.
     pub version_minor: u8,
     headers: Vec<(String, String)>,
 }
@@ -124,20 +125,27 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
+    /// `/health` (and a plain `/`): the status JSON.
     Health {
+        /// A HEAD request: the headers without the body.
         head: bool,
     },
+    /// `/metrics`: Prometheus text.
     Metrics {
+        /// A HEAD request: the headers without the body.
         head: bool,
     },
+    /// `/ws`: a WebSocket upgrade.
     WebSocket,
-    /// `/app` and everything under it: the hub's page (`page.rs`).
+    /// `/app` and everything under it: the relay's page (`page.rs`).
     Page,
+    /// No such path.
     NotFound,
     /// A known path with a method it does not take; the value is `Allow`.
     MethodNotAllowed(&'static str),
 }
 
+/// What a request for `path` with `method` asks for.
 pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/" | "/health" => match method {
@@ -205,270 +213,6 @@ pub fn error_response(status: u16, code: &str, message: &str, extra: &str) -> Ve
     crate::protocol::write_error_json(&mut body, code, message);
     let body = String::from_utf8(body).expect("JSON is UTF-8");
     response(status, "application/json", extra, &body, false)
-}
-
-/// The numbers `/health` and `/metrics` report.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub shutting_down: bool,
-    pub uptime_seconds: u64,
-    pub active_connections: u32,
-    pub active_rooms: usize,
-    pub total_users: u32,
-    /// Open connections by dialect (`/metrics` only: `/health` keeps its shape).
-    pub connections_v2: u32,
-    pub connections_legacy: u32,
-    pub max_connections: u32,
-    pub max_rooms: u32,
-    pub queued_bytes: usize,
-    /// Bytes of the shared budget for reading large frames in use.
-    pub read_buffer_bytes: usize,
-    pub blocked_ips: usize,
-    pub strikes_total: u64,
-    pub ip_blocks_total: u64,
-    /// Resident memory now, and the README's worst-case bound at this configuration.
-    pub rss_bytes: u64,
-    pub memory_bound_bytes: u64,
-    pub stats: crate::rooms::Stats,
-    /// The HTTP phase (`/metrics` only).
-    pub http: HttpPhase,
-}
-
-/// The HTTP phase's table and what ended connections in it early.
-#[derive(Debug, Clone, Default)]
-pub struct HttpPhase {
-    /// Connections whose request head is being read now.
-    pub pending: u32,
-    /// Refused on accept: their IP's share of the table was used (429).
-    pub refused_per_ip: u64,
-    /// Evicted from a full table (408).
-    pub evicted: u64,
-    /// Heads arriving below the minimum rate (408).
-    pub too_slow: u64,
-    /// Heads not complete within `HANDSHAKE_TIMEOUT_SECS` (408).
-    pub timed_out: u64,
-}
-
-/// The `/health` JSON body.
-pub fn health_body(s: &Snapshot) -> String {
-    let mut out = String::with_capacity(512);
-    out.push_str(if s.shutting_down {
-        "{\"status\":\"shutting_down\",\"timestamp\":\""
-    } else {
-        "{\"status\":\"healthy\",\"timestamp\":\""
-    });
-    clock::write_rfc3339(&mut out, clock::unix_millis(), false);
-    let st = &s.stats;
-    let _ = write!(
-        out,
-        "\",\"stats\":{{\"uptime_seconds\":{},\"active_connections\":{},\"active_rooms\":{},\"total_users\":{},\
-\"max_connections\":{},\"max_rooms\":{},\"connections_total\":{},\"messages_relayed\":{},\"reactions_relayed\":{},\
-\"deliveries\":{},\"queued_bytes\":{},\"rate_limited\":{},\"protocol_errors\":{},\"oversize_messages\":{},\
-\"flood_closes\":{},\"slow_consumer_closes\":{},\"heartbeat_timeouts\":{},\"strikes\":{},\"ip_blocks\":{},\
-\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{},\"rss_bytes\":{},\"memory_bound_bytes\":{}}}}}",
-        s.uptime_seconds,
-        s.active_connections,
-        s.active_rooms,
-        s.total_users,
-        s.max_connections,
-        s.max_rooms,
-        st.connections_total,
-        st.messages_relayed,
-        st.reactions_relayed,
-        st.deliveries,
-        s.queued_bytes,
-        st.rate_limited,
-        st.protocol_errors,
-        st.oversize_messages,
-        st.flood_closes,
-        st.slow_consumer_closes,
-        st.heartbeat_timeouts,
-        s.strikes_total,
-        s.ip_blocks_total,
-        s.blocked_ips,
-        st.rejected_ip_blocked
-            + st.rejected_too_many_connections
-            + st.rejected_server_full
-            + st.rejected_origin,
-        s.read_buffer_bytes,
-        s.rss_bytes,
-        s.memory_bound_bytes,
-    );
-    out
-}
-
-/// The `/metrics` body in Prometheus text format 0.0.4.
-pub fn metrics_body(s: &Snapshot) -> String {
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = write!(
-            out,
-            "# HELP whisper_{name} {help}\n# TYPE whisper_{name} {kind}\nwhisper_{name} {value}\n"
-        );
-    };
-    let st = &s.stats;
-    metric(
-        "up",
-        "gauge",
-        "1 while serving, 0 while shutting down.",
-        u64::from(!s.shutting_down),
-    );
-    metric(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-        s.uptime_seconds,
-    );
-    metric(
-        "connections_active",
-        "gauge",
-        "Open WebSocket connections.",
-        s.active_connections.into(),
-    );
-    metric(
-        "rooms_active",
-        "gauge",
-        "Rooms with at least one member.",
-        s.active_rooms as u64,
-    );
-    metric(
-        "users_in_rooms",
-        "gauge",
-        "Connections that are in a room.",
-        s.total_users.into(),
-    );
-    metric(
-        "connections_max",
-        "gauge",
-        "MAX_CONNECTIONS.",
-        s.max_connections.into(),
-    );
-    metric(
-        "queued_bytes",
-        "gauge",
-        "Outbound bytes waiting for slow sockets.",
-        s.queued_bytes as u64,
-    );
-    metric(
-        "read_buffer_bytes",
-        "gauge",
-        "Bytes of the shared budget for reading large frames in use.",
-        s.read_buffer_bytes as u64,
-    );
-    metric(
-        "blocked_ips",
-        "gauge",
-        "Client IPs blocked right now.",
-        s.blocked_ips as u64,
-    );
-    metric(
-        "connections_total",
-        "counter",
-        "WebSocket connections accepted.",
-        st.connections_total,
-    );
-    metric(
-        "messages_relayed_total",
-        "counter",
-        "Chat messages relayed to a room.",
-        st.messages_relayed,
-    );
-    metric(
-        "reactions_relayed_total",
-        "counter",
-        "Reactions relayed to a room.",
-        st.reactions_relayed,
-    );
-    metric(
-        "deliveries_total",
-        "counter",
-        "Room frames written to members.",
-        st.deliveries,
-    );
-    metric(
-        "rate_limited_total",
-        "counter",
-        "Frames answered with RATE_LIMITED.",
-        st.rate_limited,
-    );
-    metric(
-        "protocol_errors_total",
-        "counter",
-        "Frames answered with an error code.",
-        st.protocol_errors,
-    );
-    metric(
-        "oversize_messages_total",
-        "counter",
-        "Connections closed for an oversize message.",
-        st.oversize_messages,
-    );
-    metric(
-        "flood_closes_total",
-        "counter",
-        "Connections closed for exceeding the frame limit.",
-        st.flood_closes,
-    );
-    metric(
-        "slow_consumer_closes_total",
-        "counter",
-        "Connections closed with 1013 as slow consumers.",
-        st.slow_consumer_closes,
-    );
-    metric(
-        "heartbeat_timeouts_total",
-        "counter",
-        "Connections dropped for silence.",
-        st.heartbeat_timeouts,
-    );
-    metric(
-        "strikes_total",
-        "counter",
-        "Abuse strikes counted against client IPs.",
-        s.strikes_total,
-    );
-    metric(
-        "ip_blocks_total",
-        "counter",
-        "Client IPs blocked.",
-        s.ip_blocks_total,
-    );
-    let _ = write!(
-        out,
-        "# HELP whisper_rejected_connections_total WebSocket upgrades refused, by reason.\n\
-# TYPE whisper_rejected_connections_total counter\n\
-whisper_rejected_connections_total{{reason=\"ip_blocked\"}} {}\n\
-whisper_rejected_connections_total{{reason=\"too_many_connections\"}} {}\n\
-whisper_rejected_connections_total{{reason=\"server_full\"}} {}\n\
-whisper_rejected_connections_total{{reason=\"origin_not_allowed\"}} {}\n",
-        st.rejected_ip_blocked,
-        st.rejected_too_many_connections,
-        st.rejected_server_full,
-        st.rejected_origin
-    );
-    let h = &s.http;
-    let _ = write!(
-        out,
-        "# HELP whisper_http_pending Connections whose request head is being read.\n\
-# TYPE whisper_http_pending gauge\n\
-whisper_http_pending {}\n\
-# HELP whisper_http_ended_total Connections ended in their HTTP phase, by reason.\n\
-# TYPE whisper_http_ended_total counter\n\
-whisper_http_ended_total{{reason=\"ip_share\"}} {}\n\
-whisper_http_ended_total{{reason=\"evicted\"}} {}\n\
-whisper_http_ended_total{{reason=\"too_slow\"}} {}\n\
-whisper_http_ended_total{{reason=\"timeout\"}} {}\n",
-        h.pending, h.refused_per_ip, h.evicted, h.too_slow, h.timed_out
-    );
-    let _ = write!(
-        out,
-        "# HELP whisper_connections Open WebSocket connections by dialect.\n\
-# TYPE whisper_connections gauge\n\
-whisper_connections{{dialect=\"v2\"}} {}\n\
-whisper_connections{{dialect=\"legacy\"}} {}\n",
-        s.connections_v2, s.connections_legacy
-    );
-    out
 }
 
 #[cfg(test)]
@@ -575,24 +319,6 @@ mod tests {
         assert_eq!(route("GET", "/app"), Route::Page);
         assert_eq!(route("POST", "/app/x"), Route::Page);
         assert_eq!(route("GET", "/apple"), Route::NotFound);
-    }
-
-    #[test]
-    fn health_is_json_with_required_keys() {
-        let body = health_body(&Snapshot::default());
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["status"], "healthy");
-        for key in [
-            "uptime_seconds",
-            "active_connections",
-            "active_rooms",
-            "total_users",
-            "rss_bytes",
-            "memory_bound_bytes",
-        ] {
-            assert!(v["stats"][key].is_u64(), "{key}");
-        }
-        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! framing and types.
 #![allow(missing_docs)]
 
+pub mod board;
 pub mod clock;
 pub mod config;
+pub mod fdstore;
 pub mod handshake;
 pub mod health_check;
+pub mod history;
 pub mod http;
-pub mod hubinfo;
 pub mod limits;
 pub mod logging;
 pub mod outbound;
@@ -21,4 +23,5 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod status;
 pub mod systemd;

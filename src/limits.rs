@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use heapless::Deque;
 
-use crate::config::STRIKE_LIMIT_CAP;
+/// Compiled capacity: most strikes counted in the one-minute window (the
+/// upper end of `BLOCK_STRIKE_LIMIT`).
+pub const STRIKE_LIMIT_CAP: u32 = 64;
 
 const MINUTE_US: u64 = 60_000_000;
 const DAY_US: u64 = 24 * 60 * MINUTE_US;

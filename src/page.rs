@@ -124,7 +124,7 @@ fn head(out: &mut String, status: u16, reason: &str) {
 }
 
 /// The response to a request for `req.path` under `/app`. `local` says the
-/// client is on the hub itself (see `hubinfo::hub_json`).
+/// client is on the board itself (see `board::hub_json`).
 pub fn respond(req: &Request, cfg: &crate::config::Config, local: bool) -> Vec<u8> {
     if req.path == "/app" {
         let mut out = String::with_capacity(400);
@@ -135,7 +135,7 @@ pub fn respond(req: &Request, cfg: &crate::config::Config, local: bool) -> Vec<u
         return method_checked(req, out.into_bytes());
     }
     if req.path == HUB_JSON_PATH {
-        let body = crate::hubinfo::hub_json(cfg, local);
+        let body = crate::board::hub_json(cfg, local);
         let mut out = String::with_capacity(600 + body.len());
         head(&mut out, 200, "OK");
         let _ = write!(

@@ -25,6 +25,7 @@ use crate::outbound::PACE_GRACE_US;
 use crate::outbound::{Iov, NOBODY, Outbox, Policy, RoomLog};
 use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, JoinRequest, Reaction, Reading};
 use crate::reading::ReadBudget;
+use crate::status::Stats;
 
 const NO_ROOM: u32 = u32::MAX;
 
@@ -75,25 +76,6 @@ struct Room {
     /// Members in join order.
     members: heapless::Vec<ConnId, ROOM_USERS_CAP>,
     log: RoomLog,
-}
-
-/// Counters reported by `/health` and `/metrics`.
-#[derive(Default, Debug, Clone)]
-pub struct Stats {
-    pub connections_total: u64,
-    pub messages_relayed: u64,
-    pub reactions_relayed: u64,
-    pub deliveries: u64,
-    pub rate_limited: u64,
-    pub protocol_errors: u64,
-    pub oversize_messages: u64,
-    pub flood_closes: u64,
-    pub slow_consumer_closes: u64,
-    pub heartbeat_timeouts: u64,
-    pub rejected_ip_blocked: u64,
-    pub rejected_too_many_connections: u64,
-    pub rejected_server_full: u64,
-    pub rejected_origin: u64,
 }
 
 /// The relay's shared state. See the module documentation.

@@ -25,3 +25,5 @@ pub mod reading;
 pub mod rooms;
 #[path = "../../src/session.rs"]
 pub mod session;
+#[path = "../../src/status.rs"]
+pub mod status;

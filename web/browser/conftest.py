@@ -107,13 +107,20 @@ def browser():
 class Person:
     """One person: a browser context of their own (own storage), one page."""
 
-    def __init__(self, browser, relay, width=360, height=780, scheme="light"):
-        self.ctx = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
-        self.page = self.ctx.new_page()
+    def __init__(self, browser, relay, width=360, height=780, scheme="light", touch=False):
+        self.ctx = browser.new_context(
+            viewport={"width": width, "height": height}, color_scheme=scheme, has_touch=touch, is_mobile=touch
+        )
         self.errors = []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.relay = relay
+        self.page = self.tab()
+
+    def tab(self):
+        """Another tab of this person's browser (same storage)."""
+        page = self.ctx.new_page()
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        return page
 
     def close(self):
         self.ctx.close()

@@ -1,5 +1,6 @@
 // One WebSocket to the hub that comes back by itself: exponential backoff with
 // jitter, an application ping to notice a dead link, and a visible state.
+import { encodeFrame, pingFrame } from './frames.js';
 
 const BASE_MS = 1000;
 const CAP_MS = 30000;
@@ -64,7 +65,7 @@ export class Connection {
   /** Sends a frame; false when there is no open connection. */
   send(frame) {
     if (!this.isOpen) return false;
-    this.ws.send(JSON.stringify(frame));
+    this.ws.send(encodeFrame(frame));
     return true;
   }
 
@@ -109,7 +110,7 @@ export class Connection {
   }
 
   ping() {
-    if (!this.send({ type: 'ping' })) return;
+    if (!this.send(pingFrame())) return;
     clearTimeout(this.pongTimer);
     // Nothing at all back within the window: the link is dead without a FIN.
     this.pongTimer = setTimeout(() => this.ws && this.ws.close(4000), PONG_WITHIN_MS);

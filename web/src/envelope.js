@@ -16,6 +16,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { scrypt, scryptAsync } from '@noble/hashes/scrypt.js';
 import { toB64u, fromB64u, b64uLength, utf8, fromUtf8 } from './codec.js';
+import { messageFrameLength } from './frames.js';
 
 export const VERSION = 'rtce2ee-whisper/v1';
 export const KEY_BYTES = 32;
@@ -123,11 +124,15 @@ export const sealedLength = (jsonBytes) => b64uLength(NONCE_BYTES) + 1 + b64uLen
 /** A chat message's plaintext: the text and the sender's display name. */
 export const chatEnvelope = (text, name) => ({ t: text, n: name });
 
-/** Bytes of the WebSocket frame that carries `content` in a `message`. */
-export const messageFrameLength = (contentLength) =>
-  utf8('{"type":"message","data":{"content":""}}').length + contentLength;
 
 /** Bytes of the frame that would carry chat text `text` from `name`. */
 export function chatFrameLength(text, name) {
   return messageFrameLength(sealedLength(utf8(JSON.stringify(chatEnvelope(text, name))).length));
 }
+
+/**
+ * This browser's tag in room `roomId`: the same for every tab of this browser
+ * in that room (so its tabs show as one person), unlinkable across rooms.
+ * `secret` is this browser's random bytes (kept in localStorage).
+ */
+export const personTag = (secret, roomId) => toB64u(hkdf(sha256, secret, SALT, utf8(`person/${roomId}`), 9));

@@ -1,101 +1,148 @@
-// The owner's status page: /health every 2 s, with a sparkline per figure.
+// The owner's status page: /health every 2 s, in plain words, with a
+// sparkline and its time scale per figure, and an outage shown as one.
+import {
+  EVERY_MS, POINTS, HourCount, bytes, duration, memoryVerdict, queueVerdict, spanLabel,
+} from './status-data.js';
 
-const EVERY_MS = 2000;
-const POINTS = 60;
 const NS = 'http://www.w3.org/2000/svg';
+const hour = new HourCount();
+const clock = (t) => new Date(t).toLocaleTimeString();
+const of = (v, max) => `${v}${max ? ` of ${max}` : ''}`;
 
-const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
-function duration(s) {
-  const d = Math.floor(s / 86400);
-  const h = Math.floor((s % 86400) / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : `${m} min ${s % 60} s`;
-}
-
-/** Tiles: label, how to read the value, how to show it. */
+/** Tiles: id, title, the value (`read`, shown by `show`), the sentence under it (`say` or a `verdict`), what the sparkline plots. */
 const TILES = [
-  ['Connections', (st) => st.active_connections, (v, st) => `${v}${st.max_connections ? ` of ${st.max_connections}` : ''}`],
-  ['Rooms', (st) => st.active_rooms, (v, st) => `${v}${st.max_rooms ? ` of ${st.max_rooms}` : ''}`],
-  ['People in rooms', (st) => st.total_users, String],
-  ['Messages per second', (st, prev, dt) => (prev && dt > 0 ? Math.max(0, (st.messages_relayed - prev.messages_relayed) / dt) : 0), (v) => v.toFixed(1)],
-  ['Queued bytes', (st) => st.queued_bytes || 0, (v) => (v < 10240 ? `${v} B` : mib(v))],
-  ['Memory (resident)', (st) => st.rss_bytes || 0, mib, true],
-  ['Uptime', (st) => st.uptime_seconds, duration],
+  {
+    id: 'people', title: 'People online now', read: (st) => st.total_users, show: String,
+    say: (st) => `in ${st.active_rooms} room${st.active_rooms === 1 ? '' : 's'} (each open chat tab counts)`,
+  },
+  {
+    id: 'messages', title: 'Messages', read: () => hour.count(), show: String, plot: () => hour.lastStep,
+    say: (st) => `${hour.covers()}; ${st.messages_relayed} since the hub started`,
+  },
+  {
+    id: 'pages', title: 'Chat pages connected', read: (st) => st.active_connections, show: (v, st) => of(v, st.max_connections),
+    say: () => 'open chat tabs, phones and computers talking to the hub',
+  },
+  {
+    id: 'memory', title: 'Memory used', read: (st) => st.rss_bytes || 0, show: bytes,
+    verdict: (st) => memoryVerdict(st.rss_bytes || 0, st.memory_bound_bytes), meter: true,
+  },
+  {
+    id: 'waiting', title: 'Waiting to be sent', read: (st) => st.queued_bytes || 0, show: bytes,
+    verdict: (st) => queueVerdict(st.queued_bytes || 0),
+  },
+  {
+    id: 'uptime', title: 'Running for', read: (st) => st.uptime_seconds, show: (v) => duration(v),
+    say: () => 'since the hub last started', spark: false,
+  },
 ];
 
-const series = TILES.map(() => []);
-let prev = null;
-let prevAt = 0;
+const series = new Map(TILES.map((t) => [t.id, []]));
+let lastGood = 0;
+let downSince = 0;
 
-function tile(i) {
-  let li = document.getElementById(`t${i}`);
+const make = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+function tile(t) {
+  let li = document.getElementById(`t-${t.id}`);
   if (li) return li;
-  li = document.createElement('li');
-  li.className = 'tile';
-  li.id = `t${i}`;
-  const h = document.createElement('h2');
-  h.textContent = TILES[i][0];
-  const v = document.createElement('p');
-  v.className = 'v';
-  const svg = document.createElementNS(NS, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${POINTS - 1} 40`);
-  svg.setAttribute('preserveAspectRatio', 'none');
-  svg.setAttribute('aria-hidden', 'true');
-  svg.append(document.createElementNS(NS, 'polyline'));
-  li.append(h, v, svg);
-  if (TILES[i][3]) {
-    const meter = document.createElement('div');
-    meter.className = 'meter';
+  li = make('li', 'tile');
+  li.id = `t-${t.id}`;
+  li.append(make('h2', '', t.title), make('p', 'v'), make('p', 'hint say'));
+  if (t.meter) {
+    const meter = make('div', 'meter');
     meter.setAttribute('role', 'meter');
-    meter.setAttribute('aria-label', 'Memory used against the bound');
+    meter.setAttribute('aria-label', 'Memory used against the most the hub can need');
     meter.setAttribute('aria-valuemin', '0');
     meter.setAttribute('aria-valuemax', '100');
-    meter.append(document.createElement('span'));
-    const cap = document.createElement('p');
-    cap.className = 'hint cap';
-    li.append(meter, cap);
+    meter.append(make('span'));
+    li.append(meter);
   }
+  if (t.spark !== false) {
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', `0 0 ${POINTS - 1} 40`);
+    svg.setAttribute('preserveAspectRatio', 'none');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.append(document.createElementNS(NS, 'polyline'));
+    const axis = make('p', 'axis');
+    axis.setAttribute('aria-hidden', 'true');
+    axis.append(make('span', 'from'), make('span', '', 'now'));
+    li.append(svg, axis);
+  }
+  li.append(make('p', 'stale-note', 'last known value'));
   document.getElementById('tiles').append(li);
   return li;
 }
 
-function draw(i, values, text, st) {
-  const li = tile(i);
-  li.querySelector('.v').textContent = text;
-  const max = Math.max(1, ...values);
-  // The history so far stretched over the width, newest at the right.
-  const step = (POINTS - 1) / Math.max(1, values.length - 1);
-  const pts = values.map((v, x) => `${(x * step).toFixed(2)},${(38 - (v / max) * 36).toFixed(1)}`);
-  li.querySelector('polyline').setAttribute('points', pts.join(' '));
+function draw(t, st) {
+  const li = tile(t);
+  const v = t.read(st);
+  const values = series.get(t.id);
+  values.push(t.plot ? t.plot(st) : v);
+  if (values.length > POINTS) values.shift();
+  li.querySelector('.v').textContent = t.show(v, st);
+  const [level, sentence] = t.verdict ? t.verdict(st) : ['', t.say(st)];
+  const say = li.querySelector('.say');
+  say.textContent = sentence;
+  li.dataset.level = level;
   const meter = li.querySelector('.meter');
   if (meter && st.memory_bound_bytes) {
     const pct = Math.min(100, (100 * (st.rss_bytes || 0)) / st.memory_bound_bytes);
     meter.setAttribute('aria-valuenow', pct.toFixed(0));
     meter.firstChild.style.width = `${pct}%`;
-    li.querySelector('.cap').textContent = `${pct.toFixed(1)} % of the ${mib(st.memory_bound_bytes)} worst-case bound`;
+  }
+  const line = li.querySelector('polyline');
+  if (!line) return;
+  // Newest at the right; the full width is POINTS polls, so the scale holds still.
+  const max = Math.max(1, ...values);
+  const x0 = POINTS - values.length;
+  line.setAttribute('points', values.map((y, i) => `${x0 + i},${(38 - (y / max) * 36).toFixed(1)}`).join(' '));
+  li.querySelector('.axis .from').textContent = spanLabel(POINTS);
+}
+
+function showDown(why) {
+  const now = Date.now();
+  downSince ||= now;
+  document.body.classList.add('down');
+  const state = document.getElementById('state');
+  state.dataset.state = 'down';
+  const last = lastGood ? ` The figures below are the last it gave, at ${clock(lastGood)}.` : '';
+  state.textContent = `${why} (since ${clock(downSince)}, ${duration((now - downSince) / 1000)}).${last} Retrying every 2 s.`;
+  const up = document.getElementById('t-uptime');
+  if (up) {
+    up.querySelector('.v').textContent = 'not running';
+    up.querySelector('.say').textContent = `not answering for ${duration((now - downSince) / 1000)}`;
   }
 }
 
 async function refresh() {
-  const state = document.getElementById('state');
+  let body;
   try {
     const r = await fetch('../health', { cache: 'no-store' });
-    const body = await r.json();
-    const st = body.stats || {};
-    const now = performance.now();
-    const dt = (now - prevAt) / 1000;
-    TILES.forEach(([, read, show], i) => {
-      const v = read(st, prev, dt);
-      series[i].push(v);
-      if (series[i].length > POINTS) series[i].shift();
-      draw(i, series[i], show(v, st), st);
-    });
-    prev = st;
-    prevAt = now;
-    state.textContent = body.status === 'healthy' ? `healthy, as of ${new Date().toLocaleTimeString()}` : `status: ${body.status}`;
+    body = await r.json();
   } catch {
-    state.textContent = 'the hub does not answer; retrying…';
+    showDown('The hub is not answering');
+    return;
   }
+  if (body.status !== 'healthy') {
+    showDown(body.status === 'shutting_down' ? 'The hub is shutting down or restarting' : `The hub reports "${String(body.status).slice(0, 40)}"`);
+    return;
+  }
+  const st = body.stats || {};
+  const now = Date.now();
+  hour.add(Number(st.messages_relayed) || 0, now);
+  for (const t of TILES) draw(t, st);
+  lastGood = now;
+  downSince = 0;
+  document.body.classList.remove('down');
+  const state = document.getElementById('state');
+  state.dataset.state = 'up';
+  state.textContent = `The hub is running. Updated ${clock(now)}, every 2 seconds.`;
 }
 
 refresh();

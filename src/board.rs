@@ -1,6 +1,6 @@
-//! What the hub says about itself to its own page and its owner: the
-//! addresses an invite link can use, the resident memory and the README's
-//! worst-case memory bound.
+//! The board the relay runs on, as its own page and its owner see it: the
+//! addresses an invite link can use, the `.local` name, the resident memory
+//! and the README's worst-case memory bound.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ fn lan_usable(ip: IpAddr) -> bool {
     }
 }
 
-/// The hub's LAN addresses, IPv4 first; only `host` when the relay listens on
+/// The board's LAN addresses, IPv4 first; only `host` when the relay listens on
 /// one specific address.
 pub fn lan_addresses(host: &str) -> Vec<IpAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
@@ -70,7 +70,7 @@ pub fn mdns_name() -> Option<String> {
 }
 
 /// The page's `hub.json`. Addresses and the host name are given only to a
-/// client on the hub itself (`local`): that is the only case the page needs
+/// client on the board itself (`local`): that is the only case the page needs
 /// them, and nobody else needs to learn the LAN layout.
 pub fn hub_json(cfg: &Config, local: bool) -> String {
     let mut out = String::with_capacity(160);
@@ -127,14 +127,9 @@ pub fn memory_bound_bytes(cfg: &Config) -> u64 {
 mod tests {
     use super::*;
     use crate::config::Source;
-    use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Config {
-        let env = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>();
-        Config::load(&Source::from_maps(env, HashMap::new())).unwrap()
+        Config::load(&Source::from_vars(vars)).unwrap()
     }
 
     #[test]
