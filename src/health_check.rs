@@ -155,14 +155,9 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn cfg(host: &str, port: &str) -> Config {
-        let env = [("HOST", host), ("PORT", port)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>();
-        Config::load(&Source::from_maps(env, HashMap::new())).unwrap()
+        Config::load(&Source::from_vars(&[("HOST", host), ("PORT", port)])).unwrap()
     }
 
     #[test]
