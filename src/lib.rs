@@ -39,6 +39,7 @@ pub mod conns;
 pub mod fdstore;
 pub mod frame;
 pub mod handshake;
+pub mod health_check;
 pub mod history;
 pub mod http;
 pub mod hub;
