@@ -113,6 +113,46 @@ fn health_reports_shutting_down_during_shutdown() {
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
+/// The test client takes an interrupted read for what it is, not for a
+/// closed socket: on a loaded machine the test process can be stopped and
+/// continued, and a `recv` with a timeout then fails with EINTR. That, not
+/// the relay, failed the test above now and then.
+#[test]
+fn client_reads_survive_interrupted_system_calls() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    extern "C" fn ignore(_: nix::libc::c_int) {}
+    // Without SA_RESTART a blocked `recv` fails with EINTR, as it does after
+    // a stop and continue.
+    let action = SigAction::new(
+        SigHandler::Handler(ignore),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing; no other test uses SIGUSR1.
+    unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+    let srv = Server::start(&[]);
+    let (mut a, mut b) = pair(&srv);
+    // SAFETY: pthread_self has no preconditions.
+    let reader = unsafe { nix::libc::pthread_self() };
+    let interrupter = std::thread::spawn(move || {
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(150));
+            // SAFETY: `reader` is this test's thread, alive until the join below.
+            assert_eq!(
+                unsafe { nix::libc::pthread_kill(reader, Signal::SIGUSR1 as i32) },
+                0
+            );
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        b.message("QUJD");
+        b
+    });
+    // Blocked in `recv` while the signals arrive.
+    let v = a.recv_type("message");
+    assert_eq!(v["content"], "QUJD");
+    let _b = interrupter.join().unwrap();
+}
+
 #[test]
 fn dotenv_fills_what_the_environment_leaves_unset() {
     let dir = temp_dir("dotenv");
