@@ -96,19 +96,25 @@ fn health_reports_shutting_down_during_shutdown() {
         sender.recv_type("message");
     }
     // Start an HTTP request before the signal (so it is accepted) and finish
-    // it after.
+    // it once the shutdown has begun. Events, not sleeps, order the steps,
+    // so that a slow machine neither signals too early nor leaves the head
+    // unfinished for long enough to be refused as too slow (408): another
+    // request answered shows this connection was accepted (the kernel hands
+    // connections out in order), and the log line shows the shutdown began.
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    srv.health();
     srv.signal(Signal::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(Duration::from_secs(10), || srv
+        .logs()
+        .contains("SIGTERM: shutting down")));
     s.write_all(b"\r\n").unwrap();
     let mut buf = Vec::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.read_to_end(&mut buf);
     let r = parse_response(&buf);
-    assert_eq!(r.status, 503);
+    assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["status"], "shutting_down");
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
 }
