@@ -1,0 +1,366 @@
+//! Catch-up (`PROTOCOL.md` section 7, issue 13) over real sockets: `since`,
+//! the replay and its history frame, what is retained and for how long,
+//! the bounds, replays under load and against slow, leaving or vanishing
+//! joiners, the legacy dialect, and the restart hand-over through an
+//! emulated systemd (notify socket, file descriptor store, `LISTEN_FDS`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Message and frame limits out of the way, for tests that send a lot.
+const BUSY: [(&str, &str); 2] = [
+    ("RATE_LIMIT_MESSAGE_LIMIT", "1000000"),
+    ("RATE_LIMIT_FRAME_LIMIT", "1000000"),
+];
+
+fn join_json(room: &str, id: &str, since: Option<&Value>) -> String {
+    let mut data = json!({"room":room,"user":{"id":id,"name":id,"avatar":null}});
+    if let Some(s) = since {
+        data["since"] = s.clone();
+    }
+    json!({"type":"join","data":data}).to_string()
+}
+
+/// The next text frame, exactly as sent (pings skipped).
+fn next_text(c: &mut Client) -> String {
+    c.set_timeout(Duration::from_secs(10));
+    loop {
+        match c.ws.read().expect("read a frame") {
+            Message::Text(t) => return t.as_str().to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// The next text frame of type `want`, others skipped.
+fn next_of(c: &mut Client, want: &str) -> String {
+    loop {
+        let t = next_text(c);
+        if kind(&t) == want {
+            return t;
+        }
+    }
+}
+
+fn kind(text: &str) -> String {
+    let v: Value = serde_json::from_str(text).expect("server JSON");
+    v["type"].as_str().unwrap_or_default().to_string()
+}
+
+/// Joins with `since` (absent when `None`) and reads the `userList`.
+fn join(c: &mut Client, room: &str, id: &str, since: Option<&str>) {
+    let since = since.map(|s| json!(s));
+    c.send_text(&join_json(room, id, since.as_ref()));
+    let first = next_text(c);
+    assert_eq!(kind(&first), "userList", "{first}");
+}
+
+/// Reads up to and including the history frame: the replayed frames as
+/// sent, and the history frame.
+fn replay(c: &mut Client) -> (Vec<String>, Value) {
+    let mut frames = Vec::new();
+    loop {
+        let t = next_text(c);
+        if kind(&t) == "history" {
+            return (frames, serde_json::from_str(&t).unwrap());
+        }
+        frames.push(t);
+    }
+}
+
+/// Joins with `since` and reads the whole replay.
+fn catch_up(c: &mut Client, room: &str, id: &str, since: &str) -> (Vec<String>, Value) {
+    join(c, room, id, Some(since));
+    replay(c)
+}
+
+/// The history frame `{"type":"history","count":N,"complete":B}`, exactly.
+fn history(count: usize, complete: bool) -> Value {
+    json!({"type":"history","count":count,"complete":complete})
+}
+
+/// Content of `len` base64 characters, numbered `i`.
+fn content(i: usize, len: usize) -> String {
+    assert!(len >= 8 && len % 4 == 0);
+    format!("{i:08}{}", "A".repeat(len - 8))
+}
+
+/// Sends a message and returns its echo as sent (other frames skipped).
+fn say(c: &mut Client, text: &str) -> String {
+    c.message(text);
+    loop {
+        let t = next_text(c);
+        if kind(&t) == "message" && t.contains(text) {
+            return t;
+        }
+    }
+}
+
+/// Sends `n` messages of `len` characters; returns their echoes.
+fn fill(c: &mut Client, n: usize, len: usize) -> Vec<String> {
+    (0..n).map(|i| say(c, &content(i, len))).collect()
+}
+
+fn id_of(frame: &str) -> String {
+    let v: Value = serde_json::from_str(frame).unwrap();
+    v["id"].as_str().expect("a message id").to_string()
+}
+
+/// The sequence number of a message id (`prefix-seq`).
+fn seq_of(id: &str) -> u64 {
+    id.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+fn stat(srv: &Server, key: &str) -> u64 {
+    srv.health()["stats"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+// ------------------------------------------------------------------ since
+
+#[test]
+fn since_absent_empty_an_id_or_bad() {
+    let srv = Server::start(&[]);
+    let mut a = srv.connect();
+    // A fresh room: nothing retained, nothing dropped.
+    let (frames, h) = catch_up(&mut a, "r", "a", "");
+    assert!(frames.is_empty());
+    assert_eq!(h, history(0, true));
+    let sent = fill(&mut a, 3, 16);
+    // Absent: userList and then live traffic only.
+    let mut b = srv.connect();
+    join(&mut b, "r", "b", None);
+    b.expect_silence(QUIET);
+    // "": everything, byte for byte.
+    let mut c = srv.connect();
+    assert_eq!(catch_up(&mut c, "r", "c", ""), (sent.clone(), history(3, true)));
+    // An id: what follows it.
+    let mut d = srv.connect();
+    let (frames, h) = catch_up(&mut d, "r", "d", &id_of(&sent[0]));
+    assert_eq!((frames, h), (sent[1..].to_vec(), history(2, true)));
+    let mut e = srv.connect();
+    let (frames, h) = catch_up(&mut e, "r", "e", &id_of(&sent[2]));
+    assert_eq!((frames, h), (vec![], history(0, true)));
+    // An id not retained: everything, incomplete.
+    let mut f = srv.connect();
+    let (frames, h) = catch_up(&mut f, "r", "f", "nope-1");
+    assert_eq!((frames, h), (sent.clone(), history(3, false)));
+    // Anything else: INVALID_MESSAGE and no join.
+    let mut g = srv.connect();
+    for bad in [json!(null), json!(7), json!({}), json!("a b"), json!("x".repeat(65))] {
+        g.send_text(&join_json("r", "g", Some(&bad)));
+        assert_eq!(g.recv_error(), "INVALID_MESSAGE", "{bad}");
+    }
+    g.message("AAAA");
+    assert_eq!(g.recv_error(), "NOT_IN_ROOM");
+    for _ in 0..5 {
+        assert_eq!(kind(&next_text(&mut a)), "userJoined");
+    }
+    a.expect_silence(QUIET);
+    assert_eq!(stat(&srv, "total_users"), 6);
+    // Live traffic follows, to everyone, once.
+    let next = say(&mut a, "BBBB");
+    for c in [&mut b, &mut c, &mut d, &mut e, &mut f] {
+        assert_eq!(next_of(c, "message"), next);
+        c.expect_silence(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn only_messages_and_reactions_are_kept_and_the_room_opts_in() {
+    let srv = Server::start(&[]);
+    let mut a = srv.connect();
+    join(&mut a, "plain", "a", None);
+    say(&mut a, "AAAA");
+    // A room nobody asked history for keeps nothing.
+    assert_eq!((stat(&srv, "history_rooms"), stat(&srv, "history_bytes")), (0, 0));
+    let mut b = srv.connect();
+    assert_eq!(catch_up(&mut b, "plain", "b", ""), (vec![], history(0, true)));
+    assert_eq!(stat(&srv, "history_rooms"), 1);
+    // From now on: messages and reactions, nothing else.
+    next_text(&mut a); // userJoined
+    let m = say(&mut a, "CCCC");
+    assert_eq!(next_text(&mut b), m);
+    a.send(json!({"type":"typing","data":{"isTyping":true}}));
+    assert_eq!(kind(&next_text(&mut b)), "userTyping");
+    a.send(json!({"type":"reaction","data":{"messageId":id_of(&m),"emoji":"👍"}}));
+    let r = next_text(&mut a);
+    assert_eq!((kind(&r), next_text(&mut b)), ("reaction".into(), r.clone()));
+    a.send(json!({"type":"ping"}));
+    assert_eq!(kind(&next_text(&mut a)), "pong");
+    a.send(json!({"type":"typing","data":{"isTyping":1}}));
+    a.recv_error();
+    drop(b);
+    assert_eq!(kind(&next_text(&mut a)), "userLeft");
+    let mut c = srv.connect();
+    let (frames, h) = catch_up(&mut c, "plain", "c", "");
+    assert_eq!((frames, h), (vec![m, r], history(2, true)));
+    assert!(stat(&srv, "history_bytes") > 0);
+    let metrics = http(srv.port, "GET /metrics HTTP/1.1\r\n\r\n").body;
+    assert!(metrics.contains("\nwhisper_history_rooms 1\n"), "{metrics}");
+    assert!(metrics.contains("\nwhisper_history_bytes "), "{metrics}");
+}
+
+#[test]
+fn history_outlives_membership() {
+    let srv = Server::start(&[]);
+    let mut a = srv.connect();
+    catch_up(&mut a, "kept", "a", "");
+    let mut sent = fill(&mut a, 2, 16);
+    drop(a);
+    assert!(eventually(Duration::from_secs(5), || stat(&srv, "active_rooms") == 0));
+    assert_eq!(stat(&srv, "history_rooms"), 1);
+    // The room comes back without `since`: it goes on retaining.
+    let mut b = srv.connect();
+    join(&mut b, "kept", "b", None);
+    sent.push(say(&mut b, "DDDD"));
+    drop(b);
+    assert!(eventually(Duration::from_secs(5), || stat(&srv, "active_rooms") == 0));
+    let mut c = srv.connect();
+    assert_eq!(catch_up(&mut c, "kept", "c", ""), (sent, history(3, true)));
+}
+
+// ------------------------------------------------------------------ bounds
+
+#[test]
+fn frames_expire_after_history_secs_even_in_a_quiet_room() {
+    let srv = Server::start(&[("HISTORY_SECS", "1")]);
+    let mut a = srv.connect();
+    catch_up(&mut a, "brief", "a", "");
+    say(&mut a, "AAAA");
+    assert!(stat(&srv, "history_bytes") > 0);
+    // No traffic: the sweep frees it.
+    assert!(eventually(Duration::from_secs(5), || stat(&srv, "history_bytes") == 0));
+    assert_eq!(stat(&srv, "history_rooms"), 1);
+    let mut b = srv.connect();
+    assert_eq!(catch_up(&mut b, "brief", "b", ""), (vec![], history(0, false)));
+    // A fresh frame is kept again.
+    next_text(&mut a); // userJoined
+    let m = say(&mut a, "BBBB");
+    assert_eq!(next_text(&mut b), m);
+    let mut c = srv.connect();
+    assert_eq!(catch_up(&mut c, "brief", "c", ""), (vec![m], history(1, false)));
+}
+
+#[test]
+fn history_secs_zero_turns_catch_up_off() {
+    let srv = Server::start(&[("HISTORY_SECS", "0")]);
+    let mut a = srv.connect();
+    assert_eq!(catch_up(&mut a, "off", "a", ""), (vec![], history(0, false)));
+    let m = say(&mut a, "AAAA");
+    let mut b = srv.connect();
+    let (frames, h) = catch_up(&mut b, "off", "b", &id_of(&m));
+    assert_eq!((frames, h), (vec![], history(0, false)));
+    assert_eq!((stat(&srv, "history_rooms"), stat(&srv, "history_bytes")), (0, 0));
+    // A bad `since` is still refused.
+    b.send_text(&join_json("off", "b", Some(&json!(1))));
+    assert_eq!(b.recv_error(), "INVALID_MESSAGE");
+}
+
+#[test]
+fn a_room_keeps_history_room_frames() {
+    let srv = Server::start(&[("HISTORY_ROOM_FRAMES", "3")]);
+    let mut a = srv.connect();
+    catch_up(&mut a, "cap", "a", "");
+    let sent = fill(&mut a, 5, 16);
+    let mut b = srv.connect();
+    let (frames, h) = catch_up(&mut b, "cap", "b", "");
+    assert_eq!((frames, h), (sent[2..].to_vec(), history(3, false)));
+    // The id was dropped: everything kept, incomplete.
+    let mut c = srv.connect();
+    let (frames, h) = catch_up(&mut c, "cap", "c", &id_of(&sent[0]));
+    assert_eq!((frames, h), (sent[2..].to_vec(), history(3, false)));
+    let mut d = srv.connect();
+    let (frames, h) = catch_up(&mut d, "cap", "d", &id_of(&sent[2]));
+    assert_eq!((frames, h), (sent[3..].to_vec(), history(2, true)));
+}
+
+#[test]
+fn the_budget_drops_the_oldest_frames_of_all_rooms_first() {
+    let budget = 65_536;
+    let srv = Server::start(&[("HISTORY_BUDGET_BYTES", "65536")]);
+    let mut a = srv.connect();
+    catch_up(&mut a, "first", "a", "");
+    let mut b = srv.connect();
+    catch_up(&mut b, "second", "b", "");
+    // 4 then 6 frames of about 8 KB: 80 KB in all, over the budget.
+    let old = fill(&mut a, 4, 8000);
+    let new = fill(&mut b, 6, 8000);
+    assert!(stat(&srv, "history_bytes") <= budget);
+    let mut c = srv.connect();
+    let (first, h1) = catch_up(&mut c, "first", "c", "");
+    let mut d = srv.connect();
+    let (second, h2) = catch_up(&mut d, "second", "d", "");
+    // The newer room lost nothing; the older lost its oldest frames.
+    assert_eq!((second, h2), (new, history(6, true)));
+    assert!(first.len() < old.len(), "{}", first.len());
+    assert_eq!(first[..], old[old.len() - first.len()..]);
+    assert_eq!(h1, history(first.len(), false));
+}
+
+#[test]
+fn history_rooms_evicts_the_room_quiet_for_longest() {
+    let srv = Server::start(&[("HISTORY_ROOMS", "2")]);
+    let mut rooms = Vec::new();
+    for name in ["x", "y", "z"] {
+        let mut c = srv.connect();
+        catch_up(&mut c, name, "a", "");
+        let m = say(&mut c, "AAAA");
+        rooms.push((c, m));
+    }
+    assert_eq!(stat(&srv, "history_rooms"), 2);
+    let mut c = srv.connect();
+    let (frames, h) = catch_up(&mut c, "z", "c", "");
+    assert_eq!((frames, h), (vec![rooms[2].1.clone()], history(1, true)));
+    let mut d = srv.connect();
+    let (frames, h) = catch_up(&mut d, "y", "d", "");
+    assert_eq!((frames, h), (vec![rooms[1].1.clone()], history(1, true)));
+    // x lost its history: it starts again, and says something is missing.
+    let mut e = srv.connect();
+    assert_eq!(catch_up(&mut e, "x", "e", ""), (vec![], history(0, false)));
+    assert_eq!(stat(&srv, "history_rooms"), 2);
+}
+
+// ---------------------------------------------------------------- legacy
+
+#[test]
+fn the_legacy_dialect_is_untouched() {
+    let srv = Server::start(&[]);
+    let mut v2 = srv.connect();
+    catch_up(&mut v2, "shared", "a", "");
+    let m = say(&mut v2, "AAAA");
+    // Legacy ignores `since` (no error, no history frame) and keeps nothing,
+    // even in a room of the same name.
+    let mut old = Client::try_connect_to(srv.port, "/", &[]).expect("upgrade on /");
+    let join = json!({"type":"join","payload":{"roomId":"shared","userId":"l","username":"L","since":""}});
+    old.send(join);
+    assert_eq!(old.recv()["type"], "userList");
+    old.expect_silence(QUIET);
+    old.send(json!({"type":"message","payload":{"encrypted":"BBBB"}}));
+    old.expect_silence(QUIET);
+    let mut other = Client::try_connect_to(srv.port, "/", &[]).expect("upgrade on /");
+    let join = json!({"type":"join","payload":{"roomId":"legacy-only","userId":"l","username":"L","since":""}});
+    other.send(join);
+    assert_eq!(other.recv()["type"], "userList");
+    other.send(json!({"type":"message","payload":{"encrypted":"CCCC"}}));
+    other.expect_silence(QUIET);
+    assert_eq!(stat(&srv, "history_rooms"), 1);
+    let mut c = srv.connect();
+    assert_eq!(catch_up(&mut c, "shared", "c", ""), (vec![m], history(1, true)));
+}
