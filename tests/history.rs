@@ -149,7 +149,10 @@ fn since_absent_empty_an_id_or_bad() {
     b.expect_silence(QUIET);
     // "": everything, byte for byte.
     let mut c = srv.connect();
-    assert_eq!(catch_up(&mut c, "r", "c", ""), (sent.clone(), history(3, true)));
+    assert_eq!(
+        catch_up(&mut c, "r", "c", ""),
+        (sent.clone(), history(3, true))
+    );
     // An id: what follows it.
     let mut d = srv.connect();
     let (frames, h) = catch_up(&mut d, "r", "d", &id_of(&sent[0]));
@@ -163,7 +166,13 @@ fn since_absent_empty_an_id_or_bad() {
     assert_eq!((frames, h), (sent.clone(), history(3, false)));
     // Anything else: INVALID_MESSAGE and no join.
     let mut g = srv.connect();
-    for bad in [json!(null), json!(7), json!({}), json!("a b"), json!("x".repeat(65))] {
+    for bad in [
+        json!(null),
+        json!(7),
+        json!({}),
+        json!("a b"),
+        json!("x".repeat(65)),
+    ] {
         g.send_text(&join_json("r", "g", Some(&bad)));
         assert_eq!(g.recv_error(), "INVALID_MESSAGE", "{bad}");
     }
@@ -189,9 +198,15 @@ fn only_messages_and_reactions_are_kept_and_the_room_opts_in() {
     join(&mut a, "plain", "a", None);
     say(&mut a, "AAAA");
     // A room nobody asked history for keeps nothing.
-    assert_eq!((stat(&srv, "history_rooms"), stat(&srv, "history_bytes")), (0, 0));
+    assert_eq!(
+        (stat(&srv, "history_rooms"), stat(&srv, "history_bytes")),
+        (0, 0)
+    );
     let mut b = srv.connect();
-    assert_eq!(catch_up(&mut b, "plain", "b", ""), (vec![], history(0, true)));
+    assert_eq!(
+        catch_up(&mut b, "plain", "b", ""),
+        (vec![], history(0, true))
+    );
     assert_eq!(stat(&srv, "history_rooms"), 1);
     // From now on: messages and reactions, nothing else.
     next_text(&mut a); // userJoined
@@ -201,7 +216,10 @@ fn only_messages_and_reactions_are_kept_and_the_room_opts_in() {
     assert_eq!(kind(&next_text(&mut b)), "userTyping");
     a.send(json!({"type":"reaction","data":{"messageId":id_of(&m),"emoji":"👍"}}));
     let r = next_text(&mut a);
-    assert_eq!((kind(&r), next_text(&mut b)), ("reaction".into(), r.clone()));
+    assert_eq!(
+        (kind(&r), next_text(&mut b)),
+        ("reaction".into(), r.clone())
+    );
     a.send(json!({"type":"ping"}));
     assert_eq!(kind(&next_text(&mut a)), "pong");
     a.send(json!({"type":"typing","data":{"isTyping":1}}));
@@ -224,14 +242,20 @@ fn history_outlives_membership() {
     catch_up(&mut a, "kept", "a", "");
     let mut sent = fill(&mut a, 2, 16);
     drop(a);
-    assert!(eventually(Duration::from_secs(5), || stat(&srv, "active_rooms") == 0));
+    assert!(eventually(Duration::from_secs(5), || stat(
+        &srv,
+        "active_rooms"
+    ) == 0));
     assert_eq!(stat(&srv, "history_rooms"), 1);
     // The room comes back without `since`: it goes on retaining.
     let mut b = srv.connect();
     join(&mut b, "kept", "b", None);
     sent.push(say(&mut b, "DDDD"));
     drop(b);
-    assert!(eventually(Duration::from_secs(5), || stat(&srv, "active_rooms") == 0));
+    assert!(eventually(Duration::from_secs(5), || stat(
+        &srv,
+        "active_rooms"
+    ) == 0));
     let mut c = srv.connect();
     assert_eq!(catch_up(&mut c, "kept", "c", ""), (sent, history(3, true)));
 }
@@ -246,28 +270,43 @@ fn frames_expire_after_history_secs_even_in_a_quiet_room() {
     say(&mut a, "AAAA");
     assert!(stat(&srv, "history_bytes") > 0);
     // No traffic: the sweep frees it.
-    assert!(eventually(Duration::from_secs(5), || stat(&srv, "history_bytes") == 0));
+    assert!(eventually(Duration::from_secs(5), || stat(
+        &srv,
+        "history_bytes"
+    ) == 0));
     assert_eq!(stat(&srv, "history_rooms"), 1);
     let mut b = srv.connect();
-    assert_eq!(catch_up(&mut b, "brief", "b", ""), (vec![], history(0, false)));
+    assert_eq!(
+        catch_up(&mut b, "brief", "b", ""),
+        (vec![], history(0, false))
+    );
     // A fresh frame is kept again.
     next_text(&mut a); // userJoined
     let m = say(&mut a, "BBBB");
     assert_eq!(next_text(&mut b), m);
     let mut c = srv.connect();
-    assert_eq!(catch_up(&mut c, "brief", "c", ""), (vec![m], history(1, false)));
+    assert_eq!(
+        catch_up(&mut c, "brief", "c", ""),
+        (vec![m], history(1, false))
+    );
 }
 
 #[test]
 fn history_secs_zero_turns_catch_up_off() {
     let srv = Server::start(&[("HISTORY_SECS", "0")]);
     let mut a = srv.connect();
-    assert_eq!(catch_up(&mut a, "off", "a", ""), (vec![], history(0, false)));
+    assert_eq!(
+        catch_up(&mut a, "off", "a", ""),
+        (vec![], history(0, false))
+    );
     let m = say(&mut a, "AAAA");
     let mut b = srv.connect();
     let (frames, h) = catch_up(&mut b, "off", "b", &id_of(&m));
     assert_eq!((frames, h), (vec![], history(0, false)));
-    assert_eq!((stat(&srv, "history_rooms"), stat(&srv, "history_bytes")), (0, 0));
+    assert_eq!(
+        (stat(&srv, "history_rooms"), stat(&srv, "history_bytes")),
+        (0, 0)
+    );
     // A bad `since` is still refused.
     b.send_text(&join_json("off", "b", Some(&json!(1))));
     assert_eq!(b.recv_error(), "INVALID_MESSAGE");
@@ -348,7 +387,8 @@ fn the_legacy_dialect_is_untouched() {
     // Legacy ignores `since` (no error, no history frame) and keeps nothing,
     // even in a room of the same name.
     let mut old = Client::try_connect_to(srv.port, "/", &[]).expect("upgrade on /");
-    let join = json!({"type":"join","payload":{"roomId":"shared","userId":"l","username":"L","since":""}});
+    let join =
+        json!({"type":"join","payload":{"roomId":"shared","userId":"l","username":"L","since":""}});
     old.send(join);
     assert_eq!(old.recv()["type"], "userList");
     old.expect_silence(QUIET);
@@ -362,5 +402,245 @@ fn the_legacy_dialect_is_untouched() {
     other.expect_silence(QUIET);
     assert_eq!(stat(&srv, "history_rooms"), 1);
     let mut c = srv.connect();
-    assert_eq!(catch_up(&mut c, "shared", "c", ""), (vec![m], history(1, true)));
+    assert_eq!(
+        catch_up(&mut c, "shared", "c", ""),
+        (vec![m], history(1, true))
+    );
+}
+
+// ------------------------------------------------------- replays under way
+
+/// A raw connection with a small receive window, reading `chunk` bytes at
+/// a time: a phone's pace.
+fn slow_client(srv: &Server, chunk: usize) -> RawWs {
+    let mut ws = RawWs::connect_with(srv.port, None, Some(8192));
+    ws.chunk = chunk;
+    ws
+}
+
+fn raw_join(ws: &mut RawWs, room: &str, id: &str, since: Option<&str>) {
+    let since = since.map(|s| json!(s));
+    ws.send_text(&join_json(room, id, since.as_ref())).unwrap();
+}
+
+/// The next frame of a raw connection as text; `None` for a close frame.
+/// Every frame must be well formed and hold JSON.
+fn raw_text(ws: &mut RawWs) -> Option<String> {
+    loop {
+        let f = ws.read_frame().expect("read").expect("open stream");
+        match f.opcode {
+            OP_TEXT => {
+                let t = String::from_utf8(f.payload).expect("UTF-8 text");
+                serde_json::from_str::<Value>(&t).expect("a whole JSON frame");
+                return Some(t);
+            }
+            OP_CLOSE => return None,
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn a_full_replay_larger_than_the_queue_bound_is_no_slow_consumer() {
+    let mut env = BUSY.to_vec();
+    env.push(("SLOW_CONSUMER_STALL_SECS", "1"));
+    let srv = Server::start(&env);
+    let mut a = srv.connect();
+    catch_up(&mut a, "big", "a", "");
+    // 256 frames of about 10 KB: 2.6 MB, over the 1 MiB bound.
+    let sent = fill(&mut a, 256, 10_000);
+    let total: usize = sent.iter().map(String::len).sum();
+    assert!(total > 2 << 20, "{total}");
+    let mut j = slow_client(&srv, 8192);
+    raw_join(&mut j, "big", "j", Some(""));
+    assert_eq!(kind(&raw_text(&mut j).unwrap()), "userList");
+    assert_eq!(kind(&next_text(&mut a)), "userJoined");
+    let mut got = Vec::new();
+    let mut live = None;
+    while got.len() < 256 {
+        got.push(raw_text(&mut j).unwrap());
+        // Slowly and steadily: about 1 MB/s.
+        std::thread::sleep(Duration::from_millis(10));
+        match got.len() {
+            // A pause longer than the stall time while only the replay
+            // waits: a replay is not charged.
+            50 => std::thread::sleep(Duration::from_millis(1500)),
+            100 => {
+                // The replay is not queued, and nobody else waits for it.
+                assert!(stat(&srv, "queued_bytes") < 100_000);
+                let start = Instant::now();
+                live = Some(say(&mut a, "LIVE"));
+                assert!(start.elapsed() < Duration::from_millis(500));
+            }
+            _ => {}
+        }
+    }
+    assert!(got == sent, "the replay is byte for byte what was sent");
+    let h: Value = serde_json::from_str(&raw_text(&mut j).unwrap()).unwrap();
+    assert_eq!(h, history(256, true));
+    assert_eq!(raw_text(&mut j), live);
+    assert_eq!(stat(&srv, "slow_consumer_closes"), 0);
+    assert_eq!(stat(&srv, "total_users"), 2);
+}
+
+#[test]
+fn live_traffic_during_a_replay_follows_it_without_gap_or_duplicate() {
+    let mut env = BUSY.to_vec();
+    env.push(("HISTORY_ROOM_FRAMES", "4096"));
+    let srv = Server::start(&env);
+    let mut a = srv.connect();
+    catch_up(&mut a, "load", "a", "");
+    fill(&mut a, 200, 2000);
+    // The sender keeps talking while the joiner comes in and replays.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        for i in 0..300 {
+            ids.push(id_of(&say(&mut a, &content(1000 + i, 2000))));
+            if i == 20 {
+                tx.send(()).unwrap();
+            }
+        }
+        ids
+    });
+    rx.recv().unwrap();
+    let mut j = slow_client(&srv, 4096);
+    raw_join(&mut j, "load", "j", Some(""));
+    assert_eq!(kind(&raw_text(&mut j).unwrap()), "userList");
+    let last = format!("{:08}", 1299);
+    let (mut seqs, mut count, mut history_at) = (Vec::new(), None, None);
+    loop {
+        let t = raw_text(&mut j).unwrap();
+        match kind(&t).as_str() {
+            "history" => {
+                let h: Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(h["complete"], true);
+                count = h["count"].as_u64();
+                history_at = Some(seqs.len());
+            }
+            "message" => {
+                seqs.push(seq_of(&id_of(&t)));
+                if t.contains(&last) {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other}"),
+        }
+        if seqs.len() % 16 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let ids = sender.join().unwrap();
+    assert_eq!(seq_of(ids.last().unwrap()), 500);
+    // One order, every message once: 1..=500.
+    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>());
+    let at = history_at.expect("a history frame");
+    assert_eq!(count, Some(at as u64));
+    assert!((221..500).contains(&at), "the replay ended at {at}");
+    assert_eq!(stat(&srv, "slow_consumer_closes"), 0);
+}
+
+#[test]
+fn a_joiner_that_leaves_mid_replay_gets_whole_frames_and_costs_nothing() {
+    let srv = Server::start(&BUSY);
+    let mut a = srv.connect();
+    catch_up(&mut a, "gone", "a", "");
+    let sent = fill(&mut a, 256, 10_000);
+    let bytes = stat(&srv, "history_bytes");
+    // A reset after a few frames.
+    let mut j = slow_client(&srv, 4096);
+    raw_join(&mut j, "gone", "j", Some(""));
+    for _ in 0..4 {
+        raw_text(&mut j).unwrap();
+    }
+    abort_with_reset(j.stream);
+    // A close frame: the frame begun is finished, then the close.
+    let mut l = slow_client(&srv, 4096);
+    raw_join(&mut l, "gone", "l", Some(""));
+    for _ in 0..3 {
+        raw_text(&mut l).unwrap();
+    }
+    l.send_close(1000).unwrap();
+    let mut seen = 0;
+    while let Some(t) = raw_text(&mut l) {
+        assert_eq!(kind(&t), "message");
+        seen += 1;
+    }
+    assert!(seen < 255, "{seen}");
+    // A join elsewhere: the frame begun is finished, then the new room.
+    let mut m = slow_client(&srv, 4096);
+    raw_join(&mut m, "gone", "m", Some(""));
+    for _ in 0..3 {
+        raw_text(&mut m).unwrap();
+    }
+    raw_join(&mut m, "elsewhere", "m", None);
+    loop {
+        let t = raw_text(&mut m).unwrap();
+        match kind(&t).as_str() {
+            "message" => assert!(sent.contains(&t)),
+            "userList" => break,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    m.send_text(&json!({"type":"message","data":{"content":"QQQQ"}}).to_string())
+        .unwrap();
+    let echo = raw_text(&mut m).unwrap();
+    assert!(kind(&echo) == "message" && echo.contains("QQQQ"), "{echo}");
+    // Nothing is left queued, retention is as it was, and a replay is whole.
+    assert!(eventually(Duration::from_secs(5), || {
+        stat(&srv, "active_connections") == 2 && stat(&srv, "queued_bytes") == 0
+    }));
+    assert_eq!(stat(&srv, "history_bytes"), bytes);
+    let mut k = srv.connect();
+    assert_eq!(
+        catch_up(&mut k, "gone", "k", ""),
+        (sent, history(256, true))
+    );
+    assert_eq!(stat(&srv, "slow_consumer_closes"), 0);
+}
+
+#[test]
+fn a_replay_racing_a_room_that_empties_and_fills_again() {
+    let mut env = BUSY.to_vec();
+    env.push(("HISTORY_ROOM_FRAMES", "1000"));
+    let srv = Server::start(&env);
+    let mut a = srv.connect();
+    catch_up(&mut a, "race", "a", "");
+    let mut sent = fill(&mut a, 100, 10_000);
+    drop(a);
+    // A joiner replays and vanishes: the room empties under its replay.
+    let mut j = slow_client(&srv, 4096);
+    raw_join(&mut j, "race", "j", Some(""));
+    raw_text(&mut j).unwrap();
+    raw_text(&mut j).unwrap();
+    assert_eq!(stat(&srv, "active_rooms"), 1);
+    abort_with_reset(j.stream);
+    // The room fills again at once: a member talks while another joins
+    // with `since`.
+    let mut b = srv.connect();
+    join(&mut b, "race", "b", None);
+    let talker = std::thread::spawn(move || {
+        let said: Vec<String> = (0..20)
+            .map(|i| say(&mut b, &content(500 + i, 2000)))
+            .collect();
+        (b, said)
+    });
+    let mut k = srv.connect();
+    join(&mut k, "race", "k", Some(""));
+    let (replayed, h) = replay(&mut k);
+    let (_b, said) = talker.join().unwrap();
+    assert_eq!(h, history(replayed.len(), true));
+    let live: Vec<String> = (replayed.len()..120)
+        .map(|_| next_of(&mut k, "message"))
+        .collect();
+    sent.extend(said);
+    assert!(replayed.len() >= 100);
+    assert!(
+        [replayed, live].concat() == sent,
+        "every frame once, in order"
+    );
+    assert!(eventually(Duration::from_secs(5), || stat(
+        &srv,
+        "queued_bytes"
+    ) == 0));
 }

@@ -383,7 +383,8 @@ impl Outbound {
                     let now = clock::now_micros();
                     // Only a replay waiting is no stall: replays are not
                     // charged (a ping or live traffic behind it is).
-                    let waiting = self.outbox(id).replay.is_none() || self.backlog(id) > 0;
+                    let out = self.outbox(id);
+                    let waiting = out.replay.is_none() || self.backlog(id) > out.pinned_bytes();
                     self.boxes[id.index()].note_write(false, waiting, now);
                     return Poll::Pending;
                 }
