@@ -644,3 +644,266 @@ fn a_replay_racing_a_room_that_empties_and_fills_again() {
         "queued_bytes"
     ) == 0));
 }
+
+// ------------------------------------------------ restarts (fd store)
+
+/// Plays systemd's side of `NOTIFY_SOCKET`.
+struct Systemd {
+    sock: UnixDatagram,
+    path: String,
+}
+
+impl Systemd {
+    fn new() -> Systemd {
+        let path = temp_dir("systemd").join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let path = path.to_str().unwrap().to_string();
+        Systemd { sock, path }
+    }
+
+    /// Reads datagrams until one holds the line `want`; returns it with
+    /// the descriptors that came with it.
+    fn until(&self, want: &str) -> (String, Vec<OwnedFd>) {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok((text, fds)) = rtce2ee_whisper::systemd::receive_with_fds(&self.sock) {
+                if text.lines().any(|l| l == want) {
+                    return (text, fds);
+                }
+                seen.push(text);
+            }
+        }
+        panic!("no {want}; saw {seen:?}");
+    }
+}
+
+/// Starts the relay as systemd would after a restart: `fd` at descriptor 3,
+/// `LISTEN_FDS=1`, `LISTEN_FDNAMES=history`, `LISTEN_PID` its own pid, and
+/// no listening socket (it binds `HOST:PORT` itself).
+fn start_with_memfd(fd: OwnedFd, env: &[(&str, &str)]) -> Server {
+    let raw = fd.as_raw_fd();
+    let dir = temp_dir("restart");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg("LISTEN_PID=$$ exec \"$@\"").arg("sh");
+    if let Ok(runner) = std::env::var("WHISPER_TEST_RUNNER")
+        && !runner.trim().is_empty()
+    {
+        cmd.args(runner.split_whitespace());
+    }
+    cmd.arg(BIN)
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_LOG", "info")
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "history")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // SAFETY: dup2 and fcntl are async-signal-safe; this runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if raw == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0) >= 0
+            } else {
+                nix::libc::dup2(raw, 3) >= 0
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn server");
+    drop(fd);
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on ") {
+                let port = line[i + 13..]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok());
+                if let Some(port) = port {
+                    let _ = tx.send(port);
+                }
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let port: u16 = rx.recv_timeout(Duration::from_secs(30)).expect("a port");
+    Server {
+        child,
+        port,
+        logs,
+        dir,
+    }
+}
+
+/// Stops `srv` as systemd does and returns the memfd it stored.
+fn stop_and_take_memfd(mut srv: Server, systemd: &Systemd) -> OwnedFd {
+    srv.signal(Signal::SIGTERM);
+    let (text, mut fds) = systemd.until("FDSTORE=1");
+    assert!(text.lines().any(|l| l == "FDNAME=history"), "{text}");
+    assert_eq!(fds.len(), 1);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        srv.logs().contains("history handed to systemd"),
+        "{}",
+        srv.logs()
+    );
+    fds.pop().unwrap()
+}
+
+#[test]
+fn history_survives_a_restart_through_the_fd_store() {
+    let systemd = Systemd::new();
+    let notify = [("NOTIFY_SOCKET", systemd.path.as_str())];
+    let srv = Server::start(&notify);
+    systemd.until("READY=1");
+    let mut a = srv.connect();
+    catch_up(&mut a, "kept", "a", "");
+    let mut sent = fill(&mut a, 3, 16);
+    let old_prefix = id_of(&sent[0]).rsplit_once('-').unwrap().0.to_string();
+    drop(a);
+    let mut memfd = stop_and_take_memfd(srv, &systemd);
+    for round in 0..2 {
+        let srv = start_with_memfd(memfd, &notify);
+        // It takes the memfd out of the store, so the store holds no memory.
+        let (text, fds) = systemd.until("FDSTOREREMOVE=1");
+        assert!(text.contains("FDNAME=history") && fds.is_empty(), "{text}");
+        let n = sent.len();
+        let logs = srv.logs();
+        assert!(
+            logs.contains(&format!(
+                "history taken over from the previous process: 1 rooms, {n} frames"
+            )),
+            "{logs}"
+        );
+        assert!(
+            !logs.contains("refused") && !logs.contains("WARN"),
+            "{logs}"
+        );
+        assert_eq!(stat(&srv, "history_rooms"), 1);
+        // A `since` from before the restart is found; the replay is identical.
+        let mut b = srv.connect();
+        let (frames, h) = catch_up(&mut b, "kept", "b", &id_of(&sent[0]));
+        assert_eq!((frames, h), (sent[1..].to_vec(), history(n - 1, true)));
+        let mut c = srv.connect();
+        assert_eq!(
+            catch_up(&mut c, "kept", "c", ""),
+            (sent.clone(), history(n, true))
+        );
+        // Ids stay unique: this process has a prefix of its own.
+        let m = say(&mut c, &content(round, 16));
+        let prefix = id_of(&m).rsplit_once('-').unwrap().0.to_string();
+        assert_ne!(prefix, old_prefix);
+        assert!(!sent.iter().any(|f| id_of(f) == id_of(&m)));
+        sent.push(m);
+        drop((b, c));
+        memfd = stop_and_take_memfd(srv, &systemd);
+    }
+}
+
+/// A message frame as the relay writes it.
+fn relayed_frame(id: &str) -> Vec<u8> {
+    let payload = format!(
+        r#"{{"type":"message","id":"{id}","user":{{"id":"u","name":"U","avatar":null}},"content":"AAAA","timestamp":"2026-01-06T12:00:00.123Z"}}"#
+    );
+    let mut frame =
+        rtce2ee_whisper::frame::encode_header(true, OP_TEXT, payload.len() as u64, None)
+            .as_slice()
+            .to_vec();
+    frame.extend_from_slice(payload.as_bytes());
+    frame
+}
+
+fn memfd_with(bytes: &[u8], sealed: bool) -> OwnedFd {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::Write;
+    let fd = memfd_create(c"test-history", MFdFlags::MFD_ALLOW_SEALING).unwrap();
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes).unwrap();
+    if sealed {
+        let seals = SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_SEAL;
+        fcntl(file.as_fd(), FcntlArg::F_ADD_SEALS(seals)).unwrap();
+    }
+    file.into()
+}
+
+#[test]
+fn a_memfd_that_does_not_decode_costs_one_warning_and_an_empty_history() {
+    use rtce2ee_whisper::history::{MessageIds, RoomState, Snapshot};
+    let frame = relayed_frame("p-1");
+    let snap = Snapshot {
+        rooms: vec![RoomState {
+            name: "kept".try_into().unwrap(),
+            complete: true,
+        }],
+        frames: vec![(0, 1000, std::rc::Rc::from(frame.clone()))],
+        tombstones: Vec::new(),
+        forgot: false,
+    };
+    let mut valid = Vec::new();
+    let now = rtce2ee_whisper::clock::unix_millis();
+    rtce2ee_whisper::fdstore::encode(&mut valid, &snap, &MessageIds::new(None), now).unwrap();
+    // The control: a good one is taken, and replayed byte for byte.
+    let srv = start_with_memfd(memfd_with(&valid, true), &[]);
+    assert!(srv.logs().contains("1 rooms, 1 frames"), "{}", srv.logs());
+    let mut c = srv.connect();
+    let (frames, h) = catch_up(&mut c, "kept", "c", "");
+    assert_eq!(frames.len(), 1);
+    // The whole frame is its header (4 bytes at this length) and the text.
+    assert_eq!(frames[0].as_bytes(), &frame[4..]);
+    assert_eq!(h, history(1, true));
+    drop(srv);
+    let mut newer = valid.clone();
+    newer[8] = 2; // format version 2
+    let mut bad_frame = valid.clone();
+    let at = bad_frame.len() - 3;
+    bad_frame[at] = b'#'; // inside the frame's timestamp
+    let hostile: [(&str, Vec<u8>, bool); 6] = [
+        (
+            "garbage",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            true,
+        ),
+        ("truncated", valid[..valid.len() - 5].to_vec(), true),
+        ("another version", newer, true),
+        ("a malformed frame", bad_frame, true),
+        ("not sealed", valid.clone(), false),
+        ("empty", Vec::new(), true),
+    ];
+    for (what, bytes, sealed) in hostile {
+        let mut srv = start_with_memfd(memfd_with(&bytes, sealed), &[]);
+        let mut c = srv.connect();
+        let (frames, h) = catch_up(&mut c, "kept", "c", "");
+        assert_eq!((frames, h), (vec![], history(0, true)), "{what}");
+        let logs = srv.logs();
+        let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 1, "{what}: {logs}");
+        assert!(
+            warnings[0].contains("history hand-over refused"),
+            "{what}: {logs}"
+        );
+        drop(c);
+        srv.signal(Signal::SIGTERM);
+        assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0), "{what}");
+    }
+}
