@@ -580,3 +580,12 @@ fn a_replaying_member_holds_nobody_back() {
     }
     assert!(h.paced_at(a, || 0), "a member far behind paces the room");
 }
+
+#[test]
+fn a_replay_cursor_is_small() {
+    // The README's memory formula counts it within the per-connection S.
+    let cursor = std::mem::size_of::<crate::history::Replay>();
+    assert!(cursor <= 64, "{cursor}");
+    let outbox = std::mem::size_of::<super::outbox::Outbox>();
+    assert!(outbox <= 96, "{outbox}");
+}
