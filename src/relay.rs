@@ -16,10 +16,11 @@ use std::rc::Rc;
 use crate::clock;
 use crate::config::Config;
 use crate::conns::{Close, ConnId, Conns};
+use crate::frame::PING_FRAME;
 use crate::hub::{Hub, RoomId};
 use crate::limits::{IpTable, StrikeOutcome};
 use crate::outbound::{Outbound, SlowConsumer};
-use crate::protocol::{Dialect, ErrorCode, JoinRequest, PING_FRAME};
+use crate::protocol::{Dialect, ErrorCode, JoinRequest};
 use crate::status::Stats;
 use crate::ws_reader::ReadBudget;
 

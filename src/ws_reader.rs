@@ -84,6 +84,7 @@ impl ReadBudget {
         }
     }
 
+    /// The budget's size in bytes (tests only).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity

@@ -20,7 +20,6 @@ use crate::clock;
 use crate::conns::{ConnId, Conns};
 use crate::history::Replay;
 use crate::hub::RoomId;
-use crate::protocol;
 use crate::status::Stats;
 
 /// Vectored writes gather at most this many slices.
@@ -333,7 +332,7 @@ impl Outbound {
 
     /// Puts the close frame in `id`'s private buffer; nothing may follow it.
     pub fn queue_close(&mut self, id: ConnId, code: u16, reason: &str) {
-        let frame = protocol::close_frame(code, reason);
+        let frame = crate::frame::close_frame(code, reason);
         self.queued_bytes += frame.len();
         let out = &mut self.boxes[id.index()];
         out.private_mut().extend_from_slice(&frame);
@@ -503,13 +502,13 @@ mod tests {
     fn discarding_keeps_the_frame_being_written() {
         let mut o = Outbox::default();
         let frames: Vec<u8> = [
-            crate::protocol::close_frame(1000, "a"),
+            crate::frame::close_frame(1000, "a"),
             vec![0x81, 126, 0, 200],
             vec![b'x'; 200],
             vec![0x81, 3, b'a', b'b', b'c'],
         ]
         .concat();
-        let first = crate::protocol::close_frame(1000, "a").len();
+        let first = crate::frame::close_frame(1000, "a").len();
         o.private_mut().extend_from_slice(&frames);
         // Nothing written: everything goes.
         let mut fresh = Outbox::default();
