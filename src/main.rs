@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use rtce2ee_whisper::{config, health_check, logging, server, systemd};
+use rtce2ee_whisper::{config, fdstore, health_check, history, logging, server, systemd};
 
 const USAGE: &str = "\
 rtce2ee-whisper: a WebSocket relay for end-to-end encrypted chat rooms
@@ -76,7 +76,10 @@ fn main() -> ExitCode {
     };
     logging::init(&cfg);
 
-    let listener = match systemd::inherited_listener() {
+    // Before any thread: the descriptors systemd passed (socket activation
+    // and the history hand-over from the file descriptor store).
+    let inherited = systemd::inherited_fds();
+    let listener = match inherited.listener {
         Some(l) => {
             log::info!("using the listening socket passed by systemd");
             l
@@ -89,5 +92,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    ExitCode::from(server::run(cfg, listener) as u8)
+    let notifier = systemd::Notifier::from_env();
+    let restored = fdstore::take_back(inherited.history, history::Limits::new(&cfg), &notifier);
+    ExitCode::from(server::run(cfg, listener, restored) as u8)
 }

@@ -187,6 +187,9 @@ pub struct JoinRequest {
     /// (the members of a payload object, which `legacy.rs` turns into a
     /// `userList` entry).
     pub user_json: String,
+    /// v2 only: what the joiner asks to be replayed (`data.since`,
+    /// `PROTOCOL.md` section 7); `None` when absent and always in legacy.
+    pub since: Option<crate::history::Since>,
 }
 
 /// A client frame of either dialect, its body checked. A body's error is kept

@@ -2,6 +2,7 @@
 //! traffic phases, and the relay's own counters from `/health`.
 
 mod burst;
+mod catchup;
 mod chatty;
 mod churn;
 mod closes;
@@ -46,6 +47,7 @@ pub enum Scenario {
     Closes,
     Storm,
     Slowloris,
+    CatchUp,
     /// Not in `ALL`: runs only when named.
     Count,
     /// `count` with legacy clients; only when named.
@@ -53,7 +55,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Floor,
         Scenario::Idle,
         Scenario::IdleLegacy,
@@ -67,6 +69,7 @@ impl Scenario {
         Scenario::Closes,
         Scenario::Storm,
         Scenario::Slowloris,
+        Scenario::CatchUp,
     ];
 
     /// The name `--only` takes.
@@ -85,6 +88,7 @@ impl Scenario {
             Scenario::Closes => "closes",
             Scenario::Storm => "storm",
             Scenario::Slowloris => "slowloris",
+            Scenario::CatchUp => "catch-up",
             Scenario::Count => "count",
             Scenario::CountLegacy => "count-legacy",
         }
@@ -210,6 +214,7 @@ pub fn run(
             Scenario::CountLegacy => count::run(&lab, Dialect::Legacy).await,
             Scenario::Storm => storm::run(&lab).await,
             Scenario::Slowloris => slowloris::run(&lab).await,
+            Scenario::CatchUp => catchup::run(&lab).await,
         }
     }));
     let mut run = lab.run.into_inner();
