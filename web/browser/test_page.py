@@ -29,7 +29,7 @@ def test_invite_room_two_people_chat_presence_typing_reactions(people, relay):
     link = new_room(alice, "Alice Liddell")
     assert link.startswith(f"http://hub.lan:{relay.port}/app/#")
     key = link.split("#", 1)[1]
-    assert len(key) == 43
+    assert len(key) == 46  # the key and its check
     eve = Eavesdropper(relay.port, room_id_of_key(key))
     try:
         join_link(bob, link, "Bob Builder")
@@ -48,7 +48,7 @@ def test_invite_room_two_people_chat_presence_typing_reactions(people, relay):
         # Both ways, with delivered marks on one's own messages.
         say(alice, "the tea party starts at four")
         expect_msg(bob, "Alice Liddell", "the tea party starts at four")
-        expect(last_msg(alice).locator(".mark")).to_have_text("✓ delivered", timeout=T)
+        expect(last_msg(alice).locator(".mark")).to_have_text("✓ sent", timeout=T)
         say(bob, "we can fix it, see you at four")
         expect_msg(alice, "Bob Builder", "we can fix it, see you at four")
 
@@ -190,7 +190,7 @@ def test_limits_size_left_and_rate_limit_sentences(people):
     alice.page.fill("#text", "y" * (left + 1))
     expect(alice.page.locator("#left")).to_have_text("0 bytes left")
     alice.page.press("#text", "Enter")
-    expect(last_msg(alice).locator(".mark")).to_have_text("✓ delivered", timeout=T)
+    expect(last_msg(alice).locator(".mark")).to_have_text("✓ sent", timeout=T)
     expect(bob.page.locator("#log .msg:not(.system)").last).to_contain_text("yyyy", timeout=T)
     alice.page.fill("#text", "y" * (left + 5))
     expect(alice.page.locator("#left")).to_contain_text("too long")
@@ -203,9 +203,9 @@ def test_limits_size_left_and_rate_limit_sentences(people):
             break
         say(alice, f"burst {i}")
     expect(error).to_have_text(re.compile(r"^Slow down; you can send again in \d+ s\.$"), timeout=T)
-    failed = alice.page.locator("#log .msg.mine", has=alice.page.locator(".mark", has_text="not delivered"))
+    failed = alice.page.locator("#log .msg.mine", has=alice.page.locator(".mark", has_text="not sent"))
     expect(failed).to_have_count(1, timeout=T)
-    assert alice.page.locator("#log .msg.mine .mark", has_text="✓ delivered").count() >= 29
+    assert alice.page.locator("#log .msg.mine .mark", has_text="✓ sent").count() >= 29
     # Sending waits out the budget, then the failed message can go again.
     alice.page.fill("#text", "x")
     expect(alice.page.locator("#send")).to_be_enabled(timeout=T)
@@ -213,7 +213,7 @@ def test_limits_size_left_and_rate_limit_sentences(people):
     text = failed.locator(".body").inner_text()
     failed.get_by_role("button", name="Send again").click()
     again = alice.page.locator("#log .msg.mine", has=alice.page.get_by_text(text, exact=True))
-    expect(again.locator(".mark")).to_have_text("✓ delivered", timeout=T)
+    expect(again.locator(".mark")).to_have_text("✓ sent", timeout=T)
     expect(bob.page.locator("#log")).to_contain_text(text)
     # Nothing of the page spills past a 320 px screen.
     assert alice.page.evaluate("document.documentElement.scrollWidth") <= 320
@@ -275,7 +275,7 @@ def test_reconnect_after_relay_restart(people, relay):
     expect(last_msg(alice).locator(".mark")).to_have_text("waiting for the connection…")
     relay.start()
     # (Bob sees it only if he rejoined first: the relay keeps no history.)
-    expect(last_msg(alice).locator(".mark")).to_have_text("✓ delivered", timeout=20_000)
+    expect(last_msg(alice).locator(".mark")).to_have_text("✓ sent", timeout=20_000)
     for p in (alice, bob):
         expect(p.page.locator("#member-count")).to_have_text("2", timeout=20_000)
     say(bob, "and after the second one")

@@ -203,7 +203,7 @@ export function initLobby() {
     lobbyError('');
     const name = displayName();
     if (name) {
-      enterRoom(newRoomKey(), name, '', $('new-title').value.trim() || `${name}'s room`);
+      enterRoom(newRoomKey(), name, '', $('new-title').value.trim() || `${name}'s room`, true);
       $('new-title').value = '';
       openInvite(current());
     }
