@@ -27,6 +27,14 @@ pub const QUEUE_CAP: u32 = 1 << 30;
 pub const PENDING_CAP: u32 = 4096;
 /// Compiled capacity: entries in `TRUSTED_PROXIES` and in `ALLOWED_ORIGINS`.
 pub const LIST_CAP: usize = 32;
+/// Compiled capacity: longest catch-up retention (`HISTORY_SECS`), a week.
+pub const HISTORY_SECS_CAP: u32 = 7 * 86_400;
+/// Compiled capacity: frames retained per room (`HISTORY_ROOM_FRAMES`).
+pub const HISTORY_ROOM_FRAMES_CAP: u32 = 4096;
+/// Compiled capacity: bytes of all retained history (`HISTORY_BUDGET_BYTES`).
+pub const HISTORY_BUDGET_CAP: u32 = 1 << 30;
+/// Smallest accepted `HISTORY_BUDGET_BYTES` (the contract's 64 KiB).
+pub const HISTORY_BUDGET_MIN: u32 = 64 * 1024;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +72,14 @@ pub struct Config {
     pub slow_consumer_stall_secs: u32,
     /// All queued outbound bytes of the process.
     pub queue_budget_bytes: u32,
+    /// Catch-up retention in seconds (`HISTORY_SECS`); 0 turns history off.
+    pub history_secs: u32,
+    /// Frames retained per room (`HISTORY_ROOM_FRAMES`).
+    pub history_room_frames: u32,
+    /// Bytes of all retained history (`HISTORY_BUDGET_BYTES`).
+    pub history_budget_bytes: u32,
+    /// Rooms with history, empty ones included (`HISTORY_ROOMS`).
+    pub history_rooms: u32,
     pub trusted_proxies: Vec<IpAddr>,
     pub allowed_origins: Vec<String>,
     pub log_format: LogFormat,
@@ -273,6 +289,22 @@ impl Config {
             )?,
             slow_consumer_stall_secs: number(src, "SLOW_CONSUMER_STALL_SECS", 10, 1, 3600)?,
             queue_budget_bytes: number(src, "QUEUE_BUDGET_BYTES", 16 << 20, 64 * 1024, QUEUE_CAP)?,
+            history_secs: number(src, "HISTORY_SECS", 86_400, 0, HISTORY_SECS_CAP)?,
+            history_room_frames: number(
+                src,
+                "HISTORY_ROOM_FRAMES",
+                256,
+                1,
+                HISTORY_ROOM_FRAMES_CAP,
+            )?,
+            history_budget_bytes: number(
+                src,
+                "HISTORY_BUDGET_BYTES",
+                8 << 20,
+                HISTORY_BUDGET_MIN,
+                HISTORY_BUDGET_CAP,
+            )?,
+            history_rooms: number(src, "HISTORY_ROOMS", 1024, 1, ROOMS_CAP)?,
             trusted_proxies,
             allowed_origins,
             log_format,
@@ -321,6 +353,60 @@ mod tests {
         );
         assert!(c.trusted_proxies.is_empty() && c.allowed_origins.is_empty());
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(
+            (
+                c.history_secs,
+                c.history_room_frames,
+                c.history_budget_bytes,
+                c.history_rooms
+            ),
+            (86_400, 256, 8 << 20, 1024)
+        );
+    }
+
+    #[test]
+    fn history_ranges() {
+        // 0 turns history off; the caps are accepted, one past them is not.
+        let c = load(
+            &[
+                ("HISTORY_SECS", "0"),
+                ("HISTORY_ROOM_FRAMES", "4096"),
+                ("HISTORY_BUDGET_BYTES", "65536"),
+                ("HISTORY_ROOMS", "65536"),
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.history_secs,
+                c.history_room_frames,
+                c.history_budget_bytes,
+                c.history_rooms
+            ),
+            (0, 4096, 65_536, 65_536)
+        );
+        let c = load(&[("HISTORY_SECS", "604800")], "").unwrap();
+        assert_eq!(c.history_secs, 604_800);
+        for (var, bad, range) in [
+            ("HISTORY_SECS", "604801", "from 0 to 604800"),
+            ("HISTORY_SECS", "-1", "from 0 to 604800"),
+            ("HISTORY_ROOM_FRAMES", "0", "from 1 to 4096"),
+            ("HISTORY_ROOM_FRAMES", "4097", "from 1 to 4096"),
+            ("HISTORY_BUDGET_BYTES", "65535", "from 65536 to 1073741824"),
+            (
+                "HISTORY_BUDGET_BYTES",
+                "1073741825",
+                "from 65536 to 1073741824",
+            ),
+            ("HISTORY_ROOMS", "0", "from 1 to 65536"),
+            ("HISTORY_ROOMS", "65537", "from 1 to 65536"),
+            ("HISTORY_ROOMS", "many", "from 1 to 65536"),
+        ] {
+            let e = load(&[(var, bad)], "").unwrap_err();
+            assert_eq!(e.variable, var);
+            assert!(e.to_string().contains(range), "{e}");
+        }
     }
 
     #[test]

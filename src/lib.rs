@@ -8,7 +8,9 @@
 pub mod board;
 pub mod clock;
 pub mod config;
+pub mod fdstore;
 pub mod handshake;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod logging;
