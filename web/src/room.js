@@ -3,7 +3,8 @@
 // itself; messages, reactions and typing go to incoming.js. State lives in a
 // RoomState (state.js), the look in view.js, what this page says in compose.js.
 import { $, el, store, tabStore } from './dom.js';
-import { encodeKey, deriveRoom, seal, personTag } from './envelope.js';
+import { encodeKey, deriveRoom, doorOf, seal, personTag } from './envelope.js';
+import { openDoor } from './door.js';
 import { toB64u, fromB64u } from './codec.js';
 import { Connection } from './connection.js';
 import { errorSentence, retrySeconds, closeSentence } from './errors.js';
@@ -57,7 +58,7 @@ const savedForm = (r) => ({ k: encodeKey(r.key), r: r.roomName, l: r.label, n: r
  * `created` when this page has just made the room.
  */
 export function enterRoom(key, name, roomName = '', title = '', created = false) {
-  const { roomId, messageKey } = deriveRoom(key, roomName || null);
+  const { roomId, messageKey } = deriveRoom(key);
   const r = new RoomState({
     key, roomId, messageKey, name, roomName, title: cut((title || '').trim()), myTag: personTag(browserSecret(), roomId),
   });
@@ -87,6 +88,14 @@ export function enterRoom(key, name, roomName = '', title = '', created = false)
     onClose: (code) => onClosed(r, code),
   });
   r.conn.start();
+  r.door = { same: 0, other: 0 };
+  if (roomName) {
+    const { doorId, check } = doorOf(roomName, key);
+    r.closeDoor = openDoor(url, doorId, check, r.myTag, (seen) => {
+      r.door = seen;
+      if (room === r) checkKey(r);
+    });
+  }
   $('text').focus();
 }
 
@@ -166,6 +175,7 @@ export function leaveRoom() {
   const r = room;
   r.conn.send(leaveFrame());
   r.conn.stop();
+  r.closeDoor?.();
   room = null;
   stopBlock();
   showConnState({ state: 'connecting' }, () => false);
@@ -216,16 +226,19 @@ function membersChanged(r) {
   checkKey(r);
 }
 
-/** In a passphrase room where no one else's profile opens, the passphrase typed here is probably wrong. */
+/**
+ * In a passphrase room, people at its door (door.js) with another passphrase
+ * and none with this one: the passphrase typed here is probably wrong.
+ */
 function checkKey(r) {
-  if (!r.roomName || r.othersReadable() || !r.othersUnreadable()) {
+  const { same, other } = r.door;
+  if (!r.roomName || !other || same || r.othersReadable()) {
     showWrongKey('');
     return;
   }
-  const others = [...r.members.keys()].filter((id) => id !== r.myId).length;
-  showWrongKey(others > 1
-    ? 'Nobody here can read your messages, and you cannot read theirs: the passphrase you typed is probably not the one the others use.'
-    : 'The other person here uses another passphrase: one of you probably mistyped it. Check yours.');
+  showWrongKey(other > 1
+    ? 'Others are in a room of this name, with another passphrase and none with yours: the passphrase you typed is probably not the one the others use.'
+    : 'The other person in a room of this name uses another passphrase: one of you probably mistyped it. Check yours.');
 }
 
 function onFrame(r, f) {

@@ -141,11 +141,6 @@ export class RoomState {
     return [...this.members.values()].some((m) => m.name && !this.isMe(m.id));
   }
 
-  /** Whether other members are here whose profiles did not open. */
-  othersUnreadable() {
-    return [...this.members.values()].some((m) => !m.name && m.id !== this.myId);
-  }
-
   /** Removes a member; returns its name or null. */
   removeMember(id) {
     const name = this.memberName(id);
