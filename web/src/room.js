@@ -59,14 +59,15 @@ const savedForm = (r) => ({ k: encodeKey(r.key), r: r.roomName, l: r.label, n: r
  */
 export function enterRoom(key, name, roomName = '', title = '', created = false) {
   const { roomId, messageKey } = deriveRoom(key);
+  const k = encodeKey(key);
+  const known = savedRooms().find((e) => e.k === k && e.r === roomName);
   const r = new RoomState({
-    key, roomId, messageKey, name, roomName, title: cut((title || '').trim()), myTag: personTag(browserSecret(), roomId),
+    key, roomId, messageKey, name, roomName, title: cut((title || known?.n || '').trim()), myTag: personTag(browserSecret(), roomId),
   });
   r.profile = profile(r);
   r.created = created;
   // Someone entering a room for the first time from this browser sees what came before as earlier messages.
-  const k = encodeKey(key);
-  r.newcomer = !created && !savedRooms().some((e) => e.k === k && e.r === roomName);
+  r.newcomer = !created && !known;
   room = r;
   saveRoom(r);
   $('lobby').hidden = true;
