@@ -4,8 +4,10 @@
 // the typing line. room.js routes the frames here.
 import { open } from './envelope.js';
 import { cut, reactionOp } from './state.js';
-import { showIncoming } from './cues.js';
-import { appendToLog, markSent, messageEntry, scrollToEnd, setTime, undecryptableEntry } from './log.js';
+import { seen, showIncoming } from './cues.js';
+import {
+  appendToLog, markSent, messageEntry, placeDivider, scrollToEnd, setTime, undecryptableEntry,
+} from './log.js';
 import { QUICK, addReactions, renderReactions } from './reactions.js';
 import { renderTyping, showDropped } from './view.js';
 import { sendReaction } from './compose.js';
@@ -35,16 +37,34 @@ function author(r, user) {
   return { known: !!p.name, tag: p.tag, me: user.id === r.myId || (!!p.tag && p.tag === r.myTag) };
 }
 
-/** Puts a message from the room in the log: with the unread cues, except in the replay of an empty screen. */
+/**
+ * Puts a message from the room in the log: with the unread cues, except in
+ * the replay of an empty screen, where the divider goes before the first
+ * message from others after the last one read in this browser.
+ */
 function place(r, node, cues) {
   if (r.replaying && !r.replayFirst) r.replayFirst = node;
-  if (cues && !(r.replaying && r.quietReplay)) showIncoming(r, node);
-  else if (appendToLog(node)) scrollToEnd();
+  if (cues && !(r.replaying && r.quietReplay)) {
+    showIncoming(r, node);
+    return;
+  }
+  if (appendToLog(node)) scrollToEnd();
+  if (cues && r.readUpTo === null && !r.newMarked) {
+    placeDivider(node);
+    r.newMarked = true;
+  }
+  seen(r);
 }
 
 /** One `message` frame, shown once: an id already seen is skipped (a catch-up overlapping the screen). */
 export function onMessage(r, f) {
   if (typeof f.id === 'string' && r.seenIds.has(f.id)) return;
+  show(r, f);
+  // What follows the last message read in this browser is new to the reader.
+  if (f.id === r.readUpTo) r.readUpTo = null;
+}
+
+function show(r, f) {
   if (f.user && f.user.id === r.myId) {
     const req = r.takeEcho(f.content);
     if (req) {

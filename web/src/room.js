@@ -12,7 +12,7 @@ import { joinFrame, leaveFrame, REQUEST_ERRORS } from './frames.js';
 import { TITLE, clearCues } from './cues.js';
 import { MAX_NAME, RoomState, cut } from './state.js';
 import { rememberRoom, relabelRoom, savedRooms } from './saved.js';
-import { loadDraft } from './drafts.js';
+import { loadDraft, loadReadUpTo } from './drafts.js';
 import { hub, loadHubInfo } from './hub.js';
 import {
   block, flushOutbox, queueSend, resendUnconfirmed, stopBlock, updateLeft,
@@ -68,6 +68,7 @@ export function enterRoom(key, name, roomName = '', title = '', created = false)
   r.created = created;
   // Someone entering a room for the first time from this browser sees what came before as earlier messages.
   r.newcomer = !created && !known;
+  r.readUpTo = loadReadUpTo(roomId);
   room = r;
   saveRoom(r);
   $('lobby').hidden = true;
@@ -156,7 +157,7 @@ function joined(r, users) {
   showState(r, { state: 'connected' });
   chatError('');
   if (first) {
-    r.announce = 'You joined the room.';
+    r.announce = r.newcomer || r.created ? 'You joined the room.' : 'You are back in the room.';
     if (r.newcomer) {
       r.earlier = el('p', 'divider earlier');
       r.earlier.setAttribute('role', 'separator');

@@ -64,6 +64,8 @@ export class RoomState {
     this.earlier = null; // the "Earlier messages" divider of a newcomer's first entry
     this.created = false; // this page made the room just now
     this.newcomer = false; // first entry into this room from this browser
+    this.readUpTo = ''; // the last message id read here before this page started; null once passed
+    this.newMarked = false; // the catch-up of an empty screen marked where the new part begins
     this.lastShownId = null; // newest message id received (catch-up resumes after it)
     this.dropped = 0;
     this.unread = 0; // messages that came while the tab was away (the title count)

@@ -30,3 +30,21 @@ test('what storage holds is read defensively', () => {
   const list = parseDrafts(JSON.stringify(withDraft([], 'room', 'kept\nover lines')));
   assert.equal(draftIn(list, 'room'), 'kept\nover lines');
 });
+
+test('the last message read, per room, in the same bounded form', async () => {
+  const kept = new Map();
+  globalThis.localStorage = { getItem: (k) => kept.get(k) ?? null, setItem: (k, v) => kept.set(k, v), removeItem: (k) => kept.delete(k) };
+  const { loadReadUpTo, saveReadUpTo, saveDraft, loadDraft } = await import('../src/drafts.js');
+  assert.equal(loadReadUpTo('room'), '');
+  saveReadUpTo('room', 'abc-1');
+  saveReadUpTo('other', 'abc-2');
+  saveReadUpTo('room', 'abc-3');
+  assert.equal(loadReadUpTo('room'), 'abc-3');
+  assert.equal(loadReadUpTo('other'), 'abc-2');
+  saveDraft('room', 'typed');
+  assert.equal(loadDraft('room'), 'typed', 'drafts and reads are kept apart');
+  assert.equal(loadReadUpTo('room'), 'abc-3');
+  saveDraft('room', '');
+  assert.equal(loadDraft('room'), '');
+  delete globalThis.localStorage;
+});
