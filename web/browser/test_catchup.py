@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import OUT, Eavesdropper, room_id_of_key
-from helpers import T, expect_msg, join_link, lobby, new_room, say, secret
+from helpers import T, expect_msg, join_link, lobby, new_room, run_axe, say, secret
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -98,6 +98,7 @@ def test_ten_random_single_character_changes_to_an_invite_never_join(people, rel
             expect(bob.page.locator("#lobby-error")).to_contain_text("This invite link is damaged")
             expect(bob.page.locator("#invited")).to_be_hidden()
             assert "#" not in bob.page.url, "the fragment leaves the address bar, damaged or not"
+        assert run_axe(bob.page) == []
         time.sleep(0.5)
         joins = [f for f in eve.all() if f["type"] == "userJoined"]
         assert joins == [], "no damaged invite joined the room"
@@ -119,6 +120,7 @@ def test_an_older_invite_without_a_check_joins_with_a_warning(people, relay):
     bob.page.goto(f"{base}#{old}")
     expect(bob.page.locator("#invite-old")).to_be_visible()
     expect(bob.page.locator("#invite-old")).to_contain_text("without a check against typing mistakes")
+    assert run_axe(bob.page) == []
     bob.page.fill("#name", secret("Bob Oldlink"))
     bob.page.click("#join-invite")
     expect(bob.page.locator("#conn")).to_have_text("connected", timeout=T)
@@ -336,3 +338,11 @@ def test_screenshot_of_a_caught_up_conversation_on_a_phone(people, relay, needs_
     expect(got.locator(".chip")).to_have_text("👍 1", timeout=T)
     alice.page.fill("#text", secret("I can, I'll leave at 6"))
     alice.page.screenshot(path=OUT / "catchup-360x780-light.png")
+    assert run_axe(alice.page) == []
+    # A newcomer's view in dark: earlier messages, then the join.
+    carol = people(width=360, height=780, scheme="dark")
+    join_link(carol, link, "Carol Phone")
+    expect_msg(carol, "Bob Phone", "pick her up")
+    expect(carol.page.locator("#log .earlier")).to_be_visible()
+    carol.page.screenshot(path=OUT / "catchup-newcomer-360x780-dark.png")
+    assert run_axe(carol.page) == []
