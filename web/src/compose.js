@@ -73,19 +73,19 @@ function sendNow(room, entry) {
   room.expect({ kind: 'msg', content, entry });
 }
 
-/** Sends the message of `entry` now, or once the room is joined again. */
+/**
+ * Sends the message of `entry` now, or once the room is joined again and
+ * caught up (after what waits already, so messages keep the order they
+ * were typed in).
+ */
 export function queueSend(room, entry, text) {
   entry.text = text;
-  if (room.joined) sendNow(room, entry);
-  else if (room.queue(entry)) setPending(entry, 'waiting for the connection…');
+  if (room.joined && !room.replaying && !room.outbox.length) sendNow(room, entry);
+  else if (room.queue(entry)) setPending(entry, room.joined ? 'sending…' : 'waiting for the connection…');
   else markFailed(entry, 'too many waiting', () => queueSend(room, entry, text));
 }
 
-/**
- * Sends what was typed while disconnected (the room was joined again). The
- * join carried `since`, so the room keeps history: a member who rejoins
- * after this still gets these messages in its catch-up.
- */
+/** Sends what was typed while disconnected or catching up (the room is joined and caught up). */
 export function flushOutbox(room) {
   for (const entry of room.takeOutbox()) sendNow(room, entry);
 }

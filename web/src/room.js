@@ -144,6 +144,10 @@ function endReplay(r, f) {
   r.announce = '';
   if (f) resendUnconfirmed(r);
   else for (const req of r.takeUnconfirmed()) failed(r, req.entry, 'connection lost');
+  // Then what was typed offline, in the order it was typed. The join carried
+  // `since`, so the room keeps history from then on: these reach every
+  // member, whoever comes back first.
+  flushOutbox(r);
 }
 
 /** `userList`: the join succeeded. */
@@ -165,9 +169,6 @@ function joined(r, users) {
       appendToLog(r.earlier);
     }
   } else system('Reconnected.');
-  // The join carried `since`: the room keeps history from now on, so what
-  // was typed offline reaches every member, whoever comes back first.
-  flushOutbox(r);
   awaitHistory(r);
 }
 
