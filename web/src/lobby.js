@@ -73,6 +73,7 @@ const sameKey = (a, b) => a.length === b.length && a.every((x, i) => x === b[i])
  * one is reported without leaving.
  */
 export function takeInvite() {
+  if (!location.hash.slice(1)) return;
   const r = current();
   if (!r) {
     lobbyError('');
