@@ -26,14 +26,14 @@ use smol::LocalExecutor;
 use smol::future::FutureExt;
 
 use crate::config::Config;
-use crate::rooms::Hub;
+use crate::relay::Relay;
 use crate::status::HttpPhase;
 use crate::{shutdown, systemd};
 
 /// What every task of the server shares.
 struct Shared {
     cfg: Rc<Config>,
-    hub: Rc<RefCell<Hub>>,
+    hub: Rc<RefCell<Relay>>,
     ex: Rc<LocalExecutor<'static>>,
     /// Connections whose request head is being read (`HTTP_PENDING_LIMIT`).
     table: admission::Table,
@@ -63,7 +63,7 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
     };
     let ex = Rc::new(LocalExecutor::new());
     let shared = Rc::new(Shared {
-        hub: Rc::new(RefCell::new(Hub::new(&cfg))),
+        hub: Rc::new(RefCell::new(Relay::new(&cfg))),
         cfg: Rc::new(cfg),
         ex: ex.clone(),
         table: admission::Table::new(),

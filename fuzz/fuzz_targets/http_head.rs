@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtce2ee_whisper_fuzz::http;
+use rtce2ee_whisper::http;
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         if let Some(key) = req.header("sec-websocket-key") {
-            let accept = rtce2ee_whisper_fuzz::handshake::accept_key(key);
+            let accept = rtce2ee_whisper::handshake::accept_key(key);
             assert_eq!(accept.len(), 28);
         }
     }

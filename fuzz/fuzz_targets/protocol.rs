@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtce2ee_whisper_fuzz::protocol::{self, Dialect, ErrorCode, Reading, Request};
+use rtce2ee_whisper::protocol::{self, Dialect, DialectState, ErrorCode, Request};
 
 fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out).unwrap_or_else(|e| {
@@ -54,8 +54,8 @@ fuzz_target!(|data: &[u8]| {
     }
     check_json_string(text);
 
-    let mut reading = Reading::starting(start);
-    let req = match protocol::parse_request(text, &mut reading) {
+    let mut state = DialectState::starting(start);
+    let req = match protocol::parse_request(text, &mut state) {
         Ok(r) => r,
         Err(code) => {
             assert!(matches!(
@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let dialect = reading.dialect;
+    let dialect = state.dialect;
     let member = match dialect {
         Dialect::V2 => V2_MEMBER,
         Dialect::Legacy => LEGACY_MEMBER,
@@ -141,7 +141,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = req.name();
     // Any code and message (the long run's one finding: a code written
-    // unescaped; see protocol::tests::error_json_is_valid_whatever_the_code).
+    // unescaped; see protocol::v2::tests::error_json_is_valid_whatever_the_code).
     out.clear();
     protocol::write_error_json(&mut out, text, text);
     json(&out);

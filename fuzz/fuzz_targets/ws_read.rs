@@ -1,6 +1,6 @@
 //! WebSocket reading as the relay configures it: tungstenite in the server role
-//! with `session::ws_config` (the relay's size limits and buffers) over a byte
-//! stream whose writes are discarded (as `session::WsIo` does), fed the fuzz
+//! with `ws_reader::ws_config` (the relay's size limits and buffers) over a byte
+//! stream whose writes are discarded (as `ws_reader::WsIo` does), fed the fuzz
 //! input in reads of the relay's chunk size. Bytes in, frames or an error out:
 //! never a panic, never a message over the configured limit, never a loop that
 //! does not consume input.
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
 use async_tungstenite::tungstenite::{Error, Message};
 use libfuzzer_sys::fuzz_target;
-use rtce2ee_whisper_fuzz::{config, session};
+use rtce2ee_whisper::{config, ws_reader};
 
 /// Reads hand out at most `chunk` bytes; writes vanish.
 struct Input<'a> {
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         data: &data[2..],
         chunk,
     };
-    let mut ws = WebSocket::from_raw_socket(input, Role::Server, Some(session::ws_config(&cfg)));
+    let mut ws = WebSocket::from_raw_socket(input, Role::Server, Some(ws_reader::ws_config(&cfg)));
     let limit = cfg.max_message_size as usize;
     // Every frame takes at least 2 bytes: more rounds than that is a loop.
     for _ in 0..data.len() + 4 {

@@ -1,4 +1,4 @@
-//! The read-buffer give-back of `reading::FrameTracker`, checked against
+//! The read-buffer give-back of `ws_reader::FrameTracker`, checked against
 //! plain tungstenite. The same bytes are read twice: once by one tungstenite
 //! stream, once the way the relay reads them (reads limited by the tracker,
 //! tungstenite replaced by a fresh one whenever the tracker says it holds
@@ -14,7 +14,7 @@ use std::rc::Rc;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use libfuzzer_sys::fuzz_target;
-use rtce2ee_whisper_fuzz::reading::FrameTracker;
+use rtce2ee_whisper::ws_reader::FrameTracker;
 
 /// The remaining input, shared by the successive tungstenite streams.
 struct Shared {
@@ -23,7 +23,7 @@ struct Shared {
     tracker: FrameTracker,
 }
 
-/// Reads of at most `chunk` bytes, limited like `session::WsIo`.
+/// Reads of at most `chunk` bytes, limited like `ws_reader::WsIo`.
 struct Tracked {
     shared: Rc<RefCell<Shared>>,
     chunk: usize,
@@ -35,7 +35,10 @@ impl Read for Tracked {
         if s.tracker.share_needed().is_some() {
             s.tracker.granted();
         }
-        let limit = s.tracker.read_limit().map_or(buf.len(), |l| l.min(buf.len()));
+        let limit = s
+            .tracker
+            .read_limit()
+            .map_or(buf.len(), |l| l.min(buf.len()));
         let n = limit.min(self.chunk).min(s.data.len() - s.at);
         let at = s.at;
         buf[..n].copy_from_slice(&s.data[at..at + n]);
@@ -113,7 +116,10 @@ fuzz_target!(|data: &[u8]| {
         tracker: FrameTracker::new(max as u32),
     }));
     let open = |shared: &Rc<RefCell<Shared>>| {
-        let io = Tracked { shared: shared.clone(), chunk };
+        let io = Tracked {
+            shared: shared.clone(),
+            chunk,
+        };
         WebSocket::from_raw_socket(io, Role::Server, Some(config(max)))
     };
     let mut ws = open(&shared);

@@ -12,11 +12,11 @@ use super::Shared;
 use super::head;
 use super::refusals::{Reject, refuse};
 use crate::config::Config;
+use crate::conns::ConnId;
 use crate::http::{self, Request, Route};
 use crate::limits::canonical_ip;
-use crate::outbound::ConnId;
-use crate::protocol::{Dialect, Reading};
-use crate::rooms::Hub;
+use crate::protocol::Dialect;
+use crate::relay::Relay;
 use crate::status::{self, HttpPhase, Snapshot};
 use crate::{board, clock, handshake};
 
@@ -70,10 +70,7 @@ async fn switch(
     leftover: Vec<u8>,
 ) -> Option<(ConnId, Vec<u8>)> {
     let dialect = path_dialect(&req.path);
-    shared
-        .hub
-        .borrow_mut()
-        .set_reading(id, Reading::starting(dialect));
+    shared.hub.borrow_mut().set_dialect(id, dialect);
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
@@ -163,7 +160,7 @@ fn upgrade(shared: &Shared, req: &Request, peer: SocketAddr) -> Result<(ConnId, 
 
 /// The hub's side of admission, in the contract's order: shutdown, block,
 /// per-IP limit, server full, origin; then `ip` is counted.
-fn admit(hub: &mut Hub, cfg: &Config, req: &Request, ip: IpAddr, now: u64) -> Result<(), Reject> {
+fn admit(hub: &mut Relay, cfg: &Config, req: &Request, ip: IpAddr, now: u64) -> Result<(), Reject> {
     if hub.shutting_down {
         return Err(Reject::ShuttingDown);
     }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rtce2ee_whisper::frame;
 use serde_json::{Value, json};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
@@ -453,23 +454,7 @@ pub fn tcp_connect(
 
 /// One masked client frame (FIN set) with a fixed mask key.
 pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37u8, 0xa1, 0x5c, 0x02];
-    let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
-    f
+    frame::masked_frame(opcode, payload, [0x37, 0xa1, 0x5c, 0x02])
 }
 
 /// A close frame's status code (None when it carries none).
@@ -477,10 +462,7 @@ pub fn close_code_of(payload: &[u8]) -> Option<u16> {
     (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
 }
 
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_CLOSE: u8 = 0x8;
-pub const OP_PING: u8 = 0x9;
-pub const OP_PONG: u8 = 0xA;
+pub use rtce2ee_whisper::frame::{OP_CLOSE, OP_TEXT};
 
 /// One server frame.
 #[derive(Debug)]
@@ -546,26 +528,14 @@ impl RawWs {
     /// A complete frame already buffered, if any.
     fn buffered_frame(&mut self) -> Option<RawFrame> {
         let b = &self.buf[self.start..];
-        if b.len() < 2 {
-            return None;
-        }
-        assert!(b[1] & 0x80 == 0, "server frames are not masked");
-        let (header, len) = match b[1] & 0x7f {
-            126 if b.len() < 4 => return None,
-            126 => (4, usize::from(u16::from_be_bytes([b[2], b[3]]))),
-            127 if b.len() < 10 => return None,
-            127 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&b[2..10]);
-                (10, u64::from_be_bytes(n) as usize)
-            }
-            n => (2, usize::from(n)),
-        };
+        let h = frame::parse_header(b)?;
+        assert!(!h.masked, "server frames are not masked");
+        let (header, len) = (h.header_len, h.len as usize);
         if b.len() < header + len {
             return None;
         }
         let frame = RawFrame {
-            opcode: b[0] & 0x0f,
+            opcode: h.opcode,
             payload: b[header..header + len].to_vec(),
         };
         self.start += header + len;

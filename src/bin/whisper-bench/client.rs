@@ -10,22 +10,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use async_net::TcpStream;
+use rtce2ee_whisper::frame;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::wire::Dialect;
 
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_CLOSE: u8 = 0x8;
-pub const OP_PING: u8 = 0x9;
-pub const OP_PONG: u8 = 0xA;
+pub use rtce2ee_whisper::frame::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 /// Largest server frame accepted; anything bigger is a protocol error.
 const MAX_FRAME_BYTES: usize = 4 << 20;
 /// Largest response head accepted during the upgrade.
 const MAX_HEAD_BYTES: usize = 8 << 10;
 /// Room kept in front of a frame being built for its header.
-const HEADER_ROOM: usize = 14;
+const HEADER_ROOM: usize = frame::MAX_HEADER_LEN;
 
 /// How to open a connection.
 #[derive(Clone, Copy, Debug)]
@@ -137,30 +135,17 @@ async fn open_tcp(
 
 /// Parses a frame header: `(opcode, header length, payload length)`.
 fn parse_header(b: &[u8]) -> io::Result<Option<(u8, usize, usize)>> {
-    if b.len() < 2 {
+    let Some(h) = frame::parse_header(b) else {
         return Ok(None);
-    }
-    if b[1] & 0x80 != 0 {
+    };
+    if h.masked {
         return Err(invalid("server frame is masked".into()));
     }
-    let (header, len) = match b[1] & 0x7f {
-        126 if b.len() < 4 => return Ok(None),
-        126 => (4, usize::from(u16::from_be_bytes([b[2], b[3]]))),
-        127 if b.len() < 10 => return Ok(None),
-        127 => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(&b[2..10]);
-            (
-                10,
-                usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX),
-            )
-        }
-        n => (2, usize::from(n)),
-    };
+    let len = usize::try_from(h.len).unwrap_or(usize::MAX);
     if len > MAX_FRAME_BYTES {
         return Err(invalid(format!("server frame of {len} bytes")));
     }
-    Ok(Some((b[0] & 0x0f, header, len)))
+    Ok(Some((h.opcode, h.header_len, len)))
 }
 
 impl Reader {
@@ -268,27 +253,11 @@ impl Writer {
         let len = self.scratch.len() - HEADER_ROOM;
         self.mask = self.mask.wrapping_mul(0x0001_0DCD).wrapping_add(1);
         let key = self.mask.to_be_bytes();
-        for (i, b) in self.scratch[HEADER_ROOM..].iter_mut().enumerate() {
-            *b ^= key[i & 3];
-        }
-        let mut header = [0u8; HEADER_ROOM];
-        header[0] = 0x80 | opcode;
-        let mut h = 2;
-        if len < 126 {
-            header[1] = 0x80 | len as u8;
-        } else if let Ok(short) = u16::try_from(len) {
-            header[1] = 0x80 | 126;
-            header[2..4].copy_from_slice(&short.to_be_bytes());
-            h = 4;
-        } else {
-            header[1] = 0x80 | 127;
-            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            h = 10;
-        }
-        header[h..h + 4].copy_from_slice(&key);
-        h += 4;
-        let at = HEADER_ROOM - h;
-        self.scratch[at..HEADER_ROOM].copy_from_slice(&header[..h]);
+        frame::apply_mask(&mut self.scratch[HEADER_ROOM..], key);
+        let header = frame::encode_header(true, opcode, len as u64, Some(key));
+        let header = header.as_slice();
+        let at = HEADER_ROOM - header.len();
+        self.scratch[at..HEADER_ROOM].copy_from_slice(header);
         self.stream.write_all(&self.scratch[at..]).await
     }
 
@@ -324,6 +293,6 @@ mod tests {
         let mut long = vec![0x82, 127];
         long.extend_from_slice(&70_000u64.to_be_bytes());
         assert_eq!(parse_header(&long).unwrap(), Some((2, 10, 70_000)));
-        assert!(parse_header(&[0x81, 0x85]).is_err());
+        assert!(parse_header(&[0x81, 0x85, 1, 2, 3, 4]).is_err());
     }
 }

@@ -1,139 +1,31 @@
-//! The outbound side: room logs, each connection's position in its room's
-//! log and its private buffer, vectored flushing, and the slow-consumer policy.
+//! What one connection has to write, and writing it: its position in its
+//! room's log and its private buffer ([`Outbox`]), gathered into one
+//! vectored write per flush ([`Outbound::poll_flush`]).
 //!
-//! A room frame is framed once and appended to the room's [`RoomLog`] as a
-//! shared `Rc<[u8]>`; a member's [`Outbox`] holds only a cursor into that log,
-//! so fan-out costs one pointer per room, not one copy per member. Replies for
-//! one connection (pong, errors, the member list) go into its private buffer,
-//! which exists only while it holds bytes.
-//!
-//! [`Policy`] decides, from progress rather than from a momentarily full
-//! socket, who is a slow consumer and whose frames are not read for a while
-//! (pacing), so that a room whose senders outpace its readers slows the
-//! senders down through TCP flow control instead of evicting the readers.
+//! A room frame is framed once and shared by the members' outboxes, which
+//! hold only a cursor into the room's log, so fan-out costs one pointer per
+//! room, not one copy per member. Replies for one connection (pong, errors,
+//! the member list) go into its private buffer, which exists only while it
+//! holds bytes.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
-use std::rc::Rc;
+use std::io::{self, IoSlice};
+use std::net::TcpStream;
+use std::task::{Context, Poll};
 
-use crate::config::Config;
+use smol::Async;
 
-/// Identity of a connection: the index of its slot in the hub.
-pub type ConnId = u32;
-
-/// No connection (an entry with no excluded member).
-pub const NOBODY: ConnId = u32::MAX;
+use super::log::RoomLog;
+use super::{Outbound, write};
+use crate::clock;
+use crate::conns::{ConnId, Conns};
+use crate::hub::RoomId;
+use crate::status::Stats;
 
 /// Vectored writes gather at most this many slices.
 pub const IOV_MAX: usize = 64;
 
 /// The slices of one vectored write, built in place.
 pub type Iov<'a> = heapless::Vec<IoSlice<'a>, IOV_MAX>;
-
-/// Largest pacing threshold: a sender is not read while this much is queued
-/// for it (a quarter of the per-connection bound when that is smaller).
-pub const PACE_BYTES_MAX: usize = 256 * 1024;
-
-/// A member whose socket took nothing for this long (µs) stops holding its
-/// room's senders back; it is evicted later, by the bound or the stall time.
-pub const PACE_GRACE_US: u64 = 500_000;
-
-/// One framed message in a room's log.
-struct Entry {
-    frame: Rc<[u8]>,
-    /// Byte offset of this entry in the room's stream (bytes appended before it).
-    offset: u64,
-    /// With `only` unset: a member that does not receive this entry (the
-    /// sender of `userJoined`, `userTyping`), or [`NOBODY`]. With `only` set:
-    /// the one member that receives it (a reply queued behind room frames,
-    /// so that a connection's replies keep the order of its requests).
-    target: ConnId,
-    only: bool,
-    /// Members that still have to send it.
-    remaining: u32,
-}
-
-impl Entry {
-    /// Whether member `id` is to receive this entry.
-    #[inline]
-    fn is_for(&self, id: ConnId) -> bool {
-        (self.target == id) == self.only
-    }
-}
-
-/// The frames of one room that some member has not written yet, oldest first.
-#[derive(Default)]
-pub struct RoomLog {
-    entries: VecDeque<Entry>,
-    /// Sequence number of `entries[0]`.
-    base: u64,
-    /// Bytes held by `entries`.
-    bytes: usize,
-    /// Byte offset just past the last entry.
-    end_offset: u64,
-}
-
-impl RoomLog {
-    /// Sequence number the next entry will get.
-    #[inline]
-    pub fn end(&self) -> u64 {
-        self.base + self.entries.len() as u64
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    #[inline]
-    fn entry(&self, seq: u64) -> &Entry {
-        &self.entries[(seq - self.base) as usize]
-    }
-
-    /// Bytes of the log from sequence `seq` on: how far behind a member at
-    /// `seq` is (an upper bound: entries meant for others are counted too).
-    #[inline]
-    pub fn bytes_from(&self, seq: u64) -> usize {
-        // A position before `base` lags only over trimmed entries that were
-        // not for this member.
-        let seq = seq.max(self.base);
-        if seq >= self.end() {
-            return 0;
-        }
-        (self.end_offset - self.entry(seq).offset) as usize
-    }
-
-    /// Appends a frame for `remaining` members (see [`Entry`] for `target`
-    /// and `only`).
-    pub fn push(&mut self, frame: Rc<[u8]>, target: ConnId, only: bool, remaining: u32) {
-        let len = frame.len();
-        self.entries.push_back(Entry {
-            frame,
-            offset: self.end_offset,
-            target,
-            only,
-            remaining,
-        });
-        self.bytes += len;
-        self.end_offset += len as u64;
-    }
-
-    /// Drops the entries every member has written; returns the bytes freed.
-    #[must_use]
-    pub fn trim(&mut self) -> usize {
-        let mut freed = 0;
-        while self.entries.front().is_some_and(|e| e.remaining == 0) {
-            let e = self.entries.pop_front().expect("front");
-            self.base += 1;
-            freed += e.frame.len();
-        }
-        self.bytes -= freed;
-        if self.entries.is_empty() && self.entries.capacity() > 64 {
-            self.entries = VecDeque::new();
-        }
-        freed
-    }
-}
 
 /// What one connection has to write: its position in its room's log and its
 /// private buffer.
@@ -151,7 +43,9 @@ pub struct Outbox {
     private_tail: usize,
     /// When a write last found the socket full with bytes still to send
     /// (µs), or 0 while the socket keeps taking what it is given.
-    stalled_since: u64,
+    pub(super) stalled_since: u64,
+    /// The room whose log this outbox reads, if any.
+    pub(super) room: Option<RoomId>,
     /// The close frame has been put into `private`.
     pub close_queued: bool,
 }
@@ -376,86 +270,128 @@ impl Outbox {
 /// `buf`, a run of whole frames: where a stream cut at `pos` may stop.
 fn frame_end_from(buf: &[u8], pos: usize) -> usize {
     let mut at = 0;
-    while at < pos && at + 2 <= buf.len() {
-        let (len, header) = match buf[at + 1] & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
-                4,
-            ),
-            127 => {
-                let raw: [u8; 8] = buf[at + 2..at + 10].try_into().expect("8 bytes");
-                (u64::from_be_bytes(raw) as usize, 10)
-            }
-            n => (usize::from(n), 2),
+    while at < pos {
+        let Some(header) = crate::frame::parse_header(&buf[at..]) else {
+            break;
         };
-        at += header + len;
+        at += header.header_len + header.len as usize;
     }
     at.min(buf.len())
 }
 
-/// The slow-consumer and pacing rules, from the configuration.
-#[derive(Clone, Copy, Debug)]
-pub struct Policy {
-    /// A connection with more than this queued is a slow consumer.
-    pub queue_max: usize,
-    /// A connection whose socket took no byte for this long (µs) while it had
-    /// bytes to send is a slow consumer.
-    pub stall_us: u64,
-    /// All queued bytes of the process; past it, the largest backlog goes.
-    pub budget: usize,
-    /// A connection with more than this queued is not read (pacing).
-    pub pace: usize,
-}
+// ------------------------------------------------------------ writing
 
-impl Policy {
-    pub fn new(cfg: &Config) -> Policy {
-        let queue_max = cfg.slow_consumer_queue_bytes as usize;
-        Policy {
-            queue_max,
-            stall_us: u64::from(cfg.slow_consumer_stall_secs) * 1_000_000,
-            budget: cfg.queue_budget_bytes as usize,
-            pace: (queue_max / 4).min(PACE_BYTES_MAX),
+impl Outbound {
+    /// Whether `id` has nothing left to write.
+    pub fn is_drained(&self, id: ConnId) -> bool {
+        let out = self.outbox(id);
+        out.is_drained(self.log(out.room))
+    }
+
+    /// Whether `id`'s close frame is queued.
+    pub fn close_queued(&self, id: ConnId) -> bool {
+        self.outbox(id).close_queued
+    }
+
+    /// Whether the close frame has been queued and everything written.
+    pub fn close_sent(&self, id: ConnId) -> bool {
+        self.close_queued(id) && self.is_drained(id)
+    }
+
+    /// Puts the close frame in `id`'s private buffer; nothing may follow it.
+    pub fn queue_close(&mut self, id: ConnId, code: u16, reason: &str) {
+        let frame = crate::frame::close_frame(code, reason);
+        self.queued_bytes += frame.len();
+        let out = &mut self.boxes[id.index()];
+        out.private_mut().extend_from_slice(&frame);
+        out.close_queued = true;
+    }
+
+    /// Writes as much of `id`'s pending output as the socket takes, gathering
+    /// all queued frames into one vectored write. Ready when nothing is left.
+    /// `members` names a room's members: those paused are woken when the
+    /// room's log shrinks below the pacing limit.
+    pub fn poll_flush<'m>(
+        &mut self,
+        id: ConnId,
+        sock: &Async<TcpStream>,
+        cx: &mut Context<'_>,
+        conns: &Conns,
+        stats: &mut Stats,
+        members: impl Fn(RoomId) -> &'m [ConnId],
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let written = {
+                let out = &self.boxes[id.index()];
+                let mut iov = Iov::new();
+                out.gather(self.log(out.room), id, &mut iov);
+                if iov.is_empty() {
+                    None
+                } else {
+                    Some(write::poll_write_vectored(sock, &iov, cx))
+                }
+            };
+            match written {
+                None => {
+                    let out = &mut self.boxes[id.index()];
+                    out.note_write(false, false, 0);
+                    if let Some(r) = out.room {
+                        out.skip_foreign(&self.logs[r.index()], id);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Poll::Ready(Ok(0))) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Some(Poll::Ready(Ok(n))) => self.consume(id, n, conns, stats, &members),
+                Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
+                Some(Poll::Pending) => {
+                    let now = clock::now_micros();
+                    self.boxes[id.index()].note_write(false, true, now);
+                    return Poll::Pending;
+                }
+            }
         }
     }
 
-    /// How much may be queued for a connection before its frames are no
-    /// longer read. Past half the process budget a connection is read only
-    /// while nothing at all waits for it, so that busy rooms slow down
-    /// before anyone is evicted.
-    #[inline]
-    pub fn pace_limit(&self, queued_total: usize) -> usize {
-        if queued_total > self.budget / 2 {
-            0
-        } else {
-            self.pace
+    /// Advances `id`'s queues by `n` written bytes.
+    pub(super) fn consume<'m>(
+        &mut self,
+        id: ConnId,
+        n: usize,
+        conns: &Conns,
+        stats: &mut Stats,
+        members: impl Fn(RoomId) -> &'m [ConnId],
+    ) {
+        let out = &mut self.boxes[id.index()];
+        let r = out.room;
+        let mut log = r.map(|r| &mut self.logs[r.index()]);
+        let done = out.consume(log.as_deref_mut(), id, n);
+        out.note_write(true, false, 0);
+        self.queued_bytes -= done.private_bytes;
+        stats.deliveries += done.delivered;
+        if done.passed_front
+            && let (Some(r), Some(log)) = (r, log)
+        {
+            let before = log.bytes();
+            self.queued_bytes -= log.trim();
+            if before > self.policy.pace && log.bytes() <= self.policy.pace {
+                conns.wake_paused(members(r));
+            }
         }
-    }
-
-    /// Rule (a): the backlog passed the per-connection bound.
-    pub fn over_queue(&self, backlog: usize) -> bool {
-        backlog > self.queue_max
-    }
-
-    /// Rule (b): bytes waiting and the socket took none for the stall time.
-    pub fn is_stalled(&self, out: &Outbox, now: u64) -> bool {
-        out.stalled_since != 0 && now.saturating_sub(out.stalled_since) >= self.stall_us
-    }
-
-    /// Whether `out`'s socket has taken nothing for long enough that it no
-    /// longer holds its room's senders back (pacing); it may still catch up.
-    pub fn is_stuck(&self, out: &Outbox, now: u64) -> bool {
-        out.stalled_since != 0 && now.saturating_sub(out.stalled_since) >= PACE_GRACE_US
-    }
-
-    /// Rule (c): adding `len` bytes would exceed the process budget.
-    pub fn over_budget(&self, queued_total: usize, len: usize) -> bool {
-        queued_total + len > self.budget
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
+
+    const NOBODY: ConnId = ConnId::NOBODY;
+
+    fn id(n: usize) -> ConnId {
+        ConnId::from_index(n)
+    }
 
     fn frame(len: usize) -> Rc<[u8]> {
         Rc::from(vec![b'x'; len])
@@ -478,10 +414,10 @@ mod tests {
         a.private_mut().extend_from_slice(&[1, 2, 3]);
         assert_eq!(a.backlog(Some(&log)), 153);
         // The socket takes the private bytes and 30 bytes of the first frame.
-        let done = a.consume(Some(&mut log), 0, 33);
+        let done = a.consume(Some(&mut log), id(0), 33);
         assert_eq!(done.private_bytes, 3);
         assert_eq!(a.backlog(Some(&log)), 120);
-        let done = a.consume(Some(&mut log), 0, 120);
+        let done = a.consume(Some(&mut log), id(0), 120);
         assert_eq!(done.delivered, 2);
         assert!(done.passed_front);
         assert_eq!(log.trim(), 150);
@@ -490,8 +426,8 @@ mod tests {
         // b skipped an entry that was trimmed: its position is before `base`.
         let mut b = Outbox::default();
         b.enter(&log);
-        log.push(frame(10), 1, false, 1);
-        let _ = a.consume(Some(&mut log), 0, 10);
+        log.push(frame(10), id(1), false, 1);
+        let _ = a.consume(Some(&mut log), id(0), 10);
         assert_eq!(log.trim(), 10);
         assert_eq!(b.backlog(Some(&log)), 0);
         assert!(!b.behind(&log) && b.is_drained(Some(&log)));
@@ -503,21 +439,21 @@ mod tests {
         let (mut a, mut b) = (Outbox::default(), Outbox::default());
         a.enter(&log);
         b.enter(&log);
-        log.push(Rc::from(&b"ab"[..]), 0, false, 1); // for all but a
-        log.push(Rc::from(&b"cd"[..]), 0, true, 1); // for a only
+        log.push(Rc::from(&b"ab"[..]), id(0), false, 1); // for all but a
+        log.push(Rc::from(&b"cd"[..]), id(0), true, 1); // for a only
         log.push(Rc::from(&b"ef"[..]), NOBODY, false, 2);
-        assert_eq!(written(&a, Some(&log), 0), b"cdef");
-        assert_eq!(written(&b, Some(&log), 1), b"abef");
+        assert_eq!(written(&a, Some(&log), id(0)), b"cdef");
+        assert_eq!(written(&b, Some(&log), id(1)), b"abef");
         // b writes half a frame, then leaves: the rest is finished privately,
         // and survives discarding what was not begun.
-        let _ = b.consume(Some(&mut log), 1, 1);
-        assert_eq!(b.leave(&mut log, 1), 1);
-        assert_eq!(written(&b, None, 1), b"b");
+        let _ = b.consume(Some(&mut log), id(1), 1);
+        assert_eq!(b.leave(&mut log, id(1)), 1);
+        assert_eq!(written(&b, None, id(1)), b"b");
         assert_eq!(b.discard_unsent(), 0);
-        assert_eq!(written(&b, None, 1), b"b");
+        assert_eq!(written(&b, None, id(1)), b"b");
         // a leaves with nothing written: its reply stays, the rest goes.
-        assert_eq!(a.leave(&mut log, 0), 2);
-        assert_eq!(written(&a, None, 0), b"cd");
+        assert_eq!(a.leave(&mut log, id(0)), 2);
+        assert_eq!(written(&a, None, id(0)), b"cd");
         assert_eq!(log.trim(), 6);
     }
 
@@ -525,13 +461,13 @@ mod tests {
     fn discarding_keeps_the_frame_being_written() {
         let mut o = Outbox::default();
         let frames: Vec<u8> = [
-            crate::protocol::close_frame(1000, "a"),
+            crate::frame::close_frame(1000, "a"),
             vec![0x81, 126, 0, 200],
             vec![b'x'; 200],
             vec![0x81, 3, b'a', b'b', b'c'],
         ]
         .concat();
-        let first = crate::protocol::close_frame(1000, "a").len();
+        let first = crate::frame::close_frame(1000, "a").len();
         o.private_mut().extend_from_slice(&frames);
         // Nothing written: everything goes.
         let mut fresh = Outbox::default();
@@ -539,34 +475,8 @@ mod tests {
         assert_eq!(fresh.discard_unsent(), frames.len());
         assert_eq!(fresh.private_pending(), 0);
         // Half of the second frame written: the rest of it stays.
-        let _ = o.consume(None, 0, first + 10);
+        let _ = o.consume(None, id(0), first + 10);
         assert_eq!(o.discard_unsent(), 5);
         assert_eq!(o.private_pending(), 204 - 10);
-    }
-
-    #[test]
-    fn stall_needs_a_full_socket_without_progress_for_the_stall_time() {
-        let p = Policy {
-            queue_max: 1000,
-            stall_us: 10,
-            budget: 10_000,
-            pace: 250,
-        };
-        let mut o = Outbox::default();
-        o.note_write(true, true, 100);
-        assert!(!p.is_stalled(&o, 105));
-        assert!(p.is_stalled(&o, 110));
-        // Any byte taken resets the clock.
-        o.note_write(true, false, 111);
-        assert!(!p.is_stalled(&o, 200));
-        o.note_write(false, true, 300);
-        o.note_write(false, true, 305);
-        assert!(p.is_stalled(&o, 310));
-        // Nothing left to write: not stalled.
-        o.note_write(false, false, 311);
-        assert!(!p.is_stalled(&o, 400));
-        assert!(p.over_queue(1001) && !p.over_queue(1000));
-        assert!(p.over_budget(9_990, 11) && !p.over_budget(9_990, 10));
-        assert_eq!((p.pace_limit(5_000), p.pace_limit(5_001)), (250, 0));
     }
 }

@@ -1,4 +1,7 @@
-//! Memory for reading client frames, bounded across the whole process.
+//! Step 1 of a message's path: the socket reader. [`WsIo`] is the byte
+//! stream tungstenite reads client frames from; it follows the frame
+//! boundaries ([`FrameTracker`]) and keeps the memory used for reading within
+//! one process-wide [`ReadBudget`].
 //!
 //! tungstenite keeps one read buffer per connection and grows it to the
 //! largest frame it has read; left alone, every connection could pin a
@@ -6,17 +9,55 @@
 //! message and stops would pin it for good. Two rules keep that small:
 //!
 //! - A frame that does not fit in one read chunk, and every fragment of a
-//!   fragmented message, is read only while it holds a share of one
-//!   process-wide [`ReadBudget`]; a connection waiting for a share is simply
-//!   not read (its bytes wait in the kernel).
+//!   fragmented message, is read only while it holds a share of the
+//!   [`ReadBudget`]; a connection waiting for a share is simply not read (its
+//!   bytes wait in the kernel).
 //! - Reads stop exactly at the end of such a frame, so when it completes a
 //!   message tungstenite holds nothing else: the session then replaces
-//!   tungstenite's state, and with it the grown buffer, by a fresh one.
+//!   tungstenite's state, and with it the grown buffer, by a fresh one
+//!   ([`WsIo::renewed`]).
 //!
-//! [`FrameTracker`] follows the frame boundaries of the bytes handed to
-//! tungstenite; it only reads lengths and flags, never payload.
+//! [`FrameTracker`] only reads lengths and flags, never payload. Writes to
+//! [`WsIo`] are discarded: the relay frames and writes everything itself
+//! (`crate::outbound`).
 
-use std::task::Waker;
+use std::cell::RefCell;
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use smol::Async;
+
+use crate::config::Config;
+
+/// tungstenite's read chunk and initial buffer. Small: the buffer lives as long
+/// as the connection (see the README's memory section).
+pub const READ_BUFFER_BYTES: usize = 512;
+
+/// Bytes read at a time while discarding input after a framing error.
+const DISCARD_CHUNK: usize = 512;
+
+/// Reads handled by one [`WsIo::poll_discard`] before yielding.
+const DISCARD_BATCH: usize = 16;
+
+/// tungstenite's configuration: size limits from the contract, small buffers.
+pub fn ws_config(cfg: &Config) -> WebSocketConfig {
+    let max = cfg.max_message_size as usize;
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4096)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+// ------------------------------------------- the budget and the frames
+
+use crate::frame;
 
 /// Frames whose payload is at most this many bytes are read without a share
 /// of the budget: they fit in tungstenite's normal read chunk.
@@ -43,6 +84,7 @@ impl ReadBudget {
         }
     }
 
+    /// The budget's size in bytes (tests only).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -137,6 +179,8 @@ pub struct FrameTracker {
 }
 
 impl FrameTracker {
+    /// A tracker at the start of a stream, for frames of at most `max_frame`
+    /// bytes.
     pub fn new(max_frame: u32) -> FrameTracker {
         FrameTracker {
             position: Position::Header(0),
@@ -241,9 +285,9 @@ impl FrameTracker {
                     self.header[have] = bytes[0];
                     bytes = &bytes[1..];
                     let have = have + 1;
-                    match self.header_len(have) {
-                        Some(len) if len == have => self.start_payload(),
-                        _ => self.position = Position::Header(have as u8),
+                    match frame::parse_header(&self.header[..have]) {
+                        Some(header) => self.start_payload(header),
+                        None => self.position = Position::Header(have as u8),
                     }
                 }
                 Position::Payload(rest) => {
@@ -263,30 +307,11 @@ impl FrameTracker {
         released
     }
 
-    /// The full header length, once enough of it is known to tell.
-    fn header_len(&self, have: usize) -> Option<usize> {
-        if have < 2 {
-            return None;
-        }
-        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        let ext = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        Some(2 + ext + mask)
-    }
-
-    fn start_payload(&mut self) {
-        let h = &self.header;
-        let len = match h[1] & 0x7f {
-            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-            127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
-            n => u64::from(n),
-        };
+    fn start_payload(&mut self, header: frame::Header) {
+        let frame::Header {
+            fin, opcode, len, ..
+        } = header;
         self.bad_length |= len >> 63 != 0;
-        let fin = h[0] & 0x80 != 0;
-        let opcode = h[0] & 0x0f;
         self.opcode = opcode;
         if opcode <= 2 && !fin {
             self.fragments = self.fragments.saturating_add(1);
@@ -333,25 +358,202 @@ impl FrameTracker {
     }
 }
 
+// ------------------------------------------------------------ the socket
+
+/// The byte stream tungstenite reads from. Writes are discarded: the relay
+/// frames and writes everything itself, including the pong and close replies
+/// tungstenite would otherwise queue. Reads follow the frame boundaries and
+/// the shared [`ReadBudget`].
+pub struct WsIo {
+    sock: Arc<Async<TcpStream>>,
+    /// The socket may have data: try `read` before waiting for readiness.
+    readable: bool,
+    frames: FrameTracker,
+    budget: Rc<RefCell<ReadBudget>>,
+}
+
+impl WsIo {
+    /// A reader over `sock` for messages of at most `max_message` bytes;
+    /// `readable` says whether to try a read before waiting for readiness.
+    pub fn new(
+        sock: Arc<Async<TcpStream>>,
+        readable: bool,
+        max_message: u32,
+        budget: Rc<RefCell<ReadBudget>>,
+    ) -> WsIo {
+        WsIo {
+            sock,
+            readable,
+            frames: FrameTracker::new(max_message),
+            budget,
+        }
+    }
+
+    /// A fresh reader over the same socket and budget, for a fresh
+    /// tungstenite state (the frame tracker starts over).
+    pub fn renewed(&self) -> WsIo {
+        WsIo::new(
+            self.sock.clone(),
+            self.readable,
+            self.frames.max_frame,
+            self.budget.clone(),
+        )
+    }
+
+    /// After a framing error: a reader that takes this one's frame tracker
+    /// (it still tells where the client's close frame is), with every budget
+    /// share given back, since nothing more of the current message is kept.
+    pub fn abandoned(&mut self) -> WsIo {
+        let mut frames = std::mem::replace(&mut self.frames, FrameTracker::new(0));
+        self.budget.borrow_mut().give_back(frames.release_all());
+        let mut io = self.renewed();
+        io.frames = frames;
+        io
+    }
+
+    /// The frame boundaries seen so far.
+    #[inline]
+    pub fn frames(&self) -> &FrameTracker {
+        &self.frames
+    }
+
+    /// The frame boundaries seen so far, to take counts from.
+    #[inline]
+    pub fn frames_mut(&mut self) -> &mut FrameTracker {
+        &mut self.frames
+    }
+
+    /// Records that the socket may have data (its readiness event was
+    /// consumed elsewhere): the next read is tried at once.
+    pub fn set_readable(&mut self) {
+        self.readable = true;
+    }
+
+    /// Follows bytes handed to tungstenite without a read (those read with
+    /// the request head) and gives back what they release.
+    pub fn observe(&mut self, bytes: &[u8]) {
+        let released = self.frames.observe(bytes);
+        self.budget.borrow_mut().give_back(released);
+    }
+
+    /// Takes the budget share the current frame needs before more of it is
+    /// read; false (with `cx` registered) while there is none to take.
+    pub fn take_share(&mut self, cx: &Context<'_>) -> bool {
+        match self.frames.share_needed() {
+            None => true,
+            // The message is refused anyway (see `Session::refuse_oversize`).
+            Some(_) if self.frames.oversize() => false,
+            Some(n) => {
+                let ok = self.budget.borrow_mut().try_take(n, cx.waker());
+                if ok {
+                    self.frames.granted();
+                }
+                ok
+            }
+        }
+    }
+
+    /// Raw reading after a framing error: discards bytes until the peer's
+    /// close frame (the frame tracker still knows where frames start) or
+    /// EOF. Ready when the peer is done.
+    pub fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; DISCARD_CHUNK];
+        for _ in 0..DISCARD_BATCH {
+            if self.frames.close_seen() {
+                return Poll::Ready(());
+            }
+            let mut stream: &TcpStream = self.sock.get_ref();
+            match stream.read(&mut scratch) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(n) => self.observe(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.sock.poll_readable(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                }
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for WsIo {
+    fn drop(&mut self) {
+        if let Ok(mut budget) = self.budget.try_borrow_mut() {
+            budget.give_back(self.frames.held());
+        }
+    }
+}
+
+impl smol::io::AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.take_share(cx) {
+            return Poll::Pending;
+        }
+        // Never read past the end of a frame that holds a share.
+        let limit = this
+            .frames
+            .read_limit()
+            .map_or(buf.len(), |l| l.min(buf.len()));
+        let buf = &mut buf[..limit];
+        loop {
+            if !this.readable {
+                std::task::ready!(this.sock.poll_readable(cx))?;
+                this.readable = true;
+            }
+            let mut stream: &TcpStream = this.sock.get_ref();
+            match stream.read(buf) {
+                Ok(n) => {
+                    // A short read means the socket is drained for now.
+                    if n < buf.len() {
+                        this.readable = false;
+                    }
+                    let released = this.frames.observe(&buf[..n]);
+                    this.budget.borrow_mut().give_back(released);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl smol::io::AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-        let mut out = vec![(u8::from(fin) << 7) | opcode];
-        match len {
-            0..=125 => out.push(0x80 | len as u8),
-            126..=65535 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&[1, 2, 3, 4]);
+        let header = frame::encode_header(fin, opcode, len as u64, Some([1, 2, 3, 4]));
+        let mut out = header.as_slice().to_vec();
         out.extend(std::iter::repeat_n(b'a', len));
         out
     }
