@@ -250,6 +250,7 @@ function onFrame(r, f) {
       joined(r, f.users || []);
       break;
     case 'history':
+      hub.history = true; // whatever /health said
       endReplay(r, f);
       break;
     case 'userJoined': {
