@@ -10,6 +10,7 @@
 import { joinFrame } from './frames.js';
 import { newUserId } from './state.js';
 import { Connection } from './connection.js';
+import { showWrongKey } from './view.js';
 
 /** Members kept at the door (the relay allows 64 per room). */
 const MAX_AT_DOOR = 64;
@@ -70,4 +71,19 @@ export function openDoor(url, doorId, check, tag, onChange) {
   });
   conn.start();
   return () => conn.stop();
+}
+
+/**
+ * In a passphrase room, people at its door with another passphrase
+ * and none with this one: the passphrase typed here is probably wrong.
+ */
+export function checkKey(r) {
+  const { same, other } = r.door;
+  if (!r.roomName || !other || same || r.othersReadable()) {
+    showWrongKey('');
+    return;
+  }
+  showWrongKey(other > 1
+    ? 'Others are in a room of this name, with another passphrase and none with yours: the passphrase you typed is probably not the one the others use.'
+    : 'The other person in a room of this name uses another passphrase: one of you probably mistyped it. Check yours.');
 }

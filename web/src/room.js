@@ -4,7 +4,7 @@
 // RoomState (state.js), the look in view.js, what this page says in compose.js.
 import { $, el, store, tabStore } from './dom.js';
 import { encodeKey, deriveRoom, doorOf, seal, personTag } from './envelope.js';
-import { openDoor } from './door.js';
+import { checkKey, openDoor } from './door.js';
 import { toB64u, fromB64u } from './codec.js';
 import { Connection } from './connection.js';
 import { errorSentence, retrySeconds, closeSentence } from './errors.js';
@@ -90,7 +90,6 @@ export function enterRoom(key, name, roomName = '', title = '', created = false)
     onClose: (code) => onClosed(r, code),
   });
   r.conn.start();
-  r.door = { same: 0, other: 0 };
   if (roomName) {
     const { doorId, check } = doorOf(roomName, key);
     r.closeDoor = openDoor(url, doorId, check, r.myTag, (seen) => {
@@ -227,21 +226,6 @@ function membersChanged(r) {
     saveRoom(r);
   }
   checkKey(r);
-}
-
-/**
- * In a passphrase room, people at its door (door.js) with another passphrase
- * and none with this one: the passphrase typed here is probably wrong.
- */
-function checkKey(r) {
-  const { same, other } = r.door;
-  if (!r.roomName || !other || same || r.othersReadable()) {
-    showWrongKey('');
-    return;
-  }
-  showWrongKey(other > 1
-    ? 'Others are in a room of this name, with another passphrase and none with yours: the passphrase you typed is probably not the one the others use.'
-    : 'The other person in a room of this name uses another passphrase: one of you probably mistyped it. Check yours.');
 }
 
 function onFrame(r, f) {

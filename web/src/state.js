@@ -65,6 +65,7 @@ export class RoomState {
     this.created = false; // this page made the room just now
     this.newcomer = false; // first entry into this room from this browser
     this.readUpTo = ''; // the last message id read here before this page started; null once passed
+    this.door = { same: 0, other: 0 }; // people at a passphrase room's door with this check and another (door.js)
     this.newMarked = false; // the catch-up of an empty screen marked where the new part begins
     this.lastShownId = null; // newest message id received (catch-up resumes after it)
     this.dropped = 0;
