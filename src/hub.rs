@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 
-use crate::config::{Config, ROOM_USERS_CAP};
+use crate::config::Config;
 use crate::conns::ConnId;
 use crate::protocol::{Dialect, ErrorCode, JoinRequest};
 
@@ -39,18 +39,50 @@ struct Room {
     name: Name,
     /// Every member speaks it; rooms of the two dialects never mix.
     dialect: Dialect,
-    /// Members in join order.
-    members: heapless::Vec<ConnId, ROOM_USERS_CAP>,
+    /// Members in join order; grown on demand (at most `MAX_ROOM_USERS`,
+    /// which `join` checks), shrunk as members leave.
+    members: Vec<ConnId>,
 }
 
-/// Where a connection sits: its room and the identity it joined with.
+/// Where a connection sits: its room and the identity it joined with, the
+/// member's JSON and its id in one allocation.
 struct Seat {
-    room: RoomId,
-    user_id: Name,
     /// The member in its room's dialect ([`JoinRequest::user_json`]),
-    /// embedded verbatim in frames.
-    json: Box<str>,
+    /// embedded verbatim in frames, followed by the user id.
+    text: Box<str>,
+    room: RoomId,
+    /// Bytes of the user id at the end of `text` (at most 64).
+    id_len: u8,
 }
+
+impl Seat {
+    fn new(room: RoomId, user_id: &str, json: Box<str>) -> Seat {
+        let mut text = String::from(json);
+        text.reserve_exact(user_id.len());
+        text.push_str(user_id);
+        Seat {
+            text: text.into_boxed_str(),
+            room,
+            id_len: user_id.len() as u8,
+        }
+    }
+
+    /// The member as frames embed it.
+    fn json(&self) -> &str {
+        &self.text[..self.text.len() - usize::from(self.id_len)]
+    }
+
+    /// The id it joined with.
+    fn user_id(&self) -> &str {
+        &self.text[self.text.len() - usize::from(self.id_len)..]
+    }
+}
+
+/// Bytes of one member's slot in the seat table (its JSON and id are one
+/// allocation of their own).
+pub const MEMBER_RECORD_BYTES: usize = std::mem::size_of::<Option<Seat>>();
+/// Bytes of one room's record in the room table.
+pub const ROOM_RECORD_BYTES: usize = std::mem::size_of::<Option<Room>>();
 
 /// A `join` that passed the capacity rules ([`Hub::check_join`]).
 pub struct Admission {
@@ -93,7 +125,7 @@ pub struct Hub {
     /// Rooms by dialect and name: the dialects are separate namespaces.
     index: HashMap<(Dialect, Name), RoomId>,
     /// By connection: where it sits, if in a room.
-    seats: Vec<Option<Box<Seat>>>,
+    seats: Vec<Option<Seat>>,
     users_in_rooms: u32,
     max_rooms: u32,
     max_room_users: u32,
@@ -126,7 +158,7 @@ impl Hub {
 
     #[inline]
     fn seat(&self, id: ConnId) -> Option<&Seat> {
-        self.seats.get(id.index())?.as_deref()
+        self.seats.get(id.index())?.as_ref()
     }
 
     /// The room `id` is in.
@@ -163,8 +195,8 @@ impl Hub {
             id,
             room: seat.room,
             dialect: room.dialect,
-            user_id: &seat.user_id,
-            json: &seat.json,
+            user_id: seat.user_id(),
+            json: seat.json(),
             members: &room.members,
         })
     }
@@ -182,12 +214,10 @@ impl Hub {
         let key = (dialect, name);
         if let Some(&r) = self.index.get(&key) {
             let room = self.room(r);
-            let taken = room.members.iter().any(|&m| {
-                m != id
-                    && self
-                        .seat(m)
-                        .is_some_and(|s| s.user_id.as_str() == req.user_id)
-            });
+            let taken = room
+                .members
+                .iter()
+                .any(|&m| m != id && self.seat(m).is_some_and(|s| s.user_id() == req.user_id));
             if taken {
                 return Err(ErrorCode::UserIdTaken);
             }
@@ -218,7 +248,7 @@ impl Hub {
         let room = Room {
             name: admission.key.1.clone(),
             dialect: admission.key.0,
-            members: heapless::Vec::new(),
+            members: Vec::new(),
         };
         let r = match self.free_rooms.pop() {
             Some(r) => {
@@ -237,15 +267,11 @@ impl Hub {
     /// Seats `id`, in no room now, in room `r` (from [`open_room`](Self::open_room)).
     pub fn seat_member(&mut self, id: ConnId, r: RoomId, admission: Admission, json: Box<str>) {
         let room = self.rooms[r.index()].as_mut().expect("live room id");
-        let _ = room.members.push(id);
+        room.members.push(id);
         if self.seats.len() <= id.index() {
             self.seats.resize_with(id.index() + 1, || None);
         }
-        self.seats[id.index()] = Some(Box::new(Seat {
-            room: r,
-            user_id: admission.user_id,
-            json,
-        }));
+        self.seats[id.index()] = Some(Seat::new(r, &admission.user_id, json));
         self.users_in_rooms += 1;
     }
 
@@ -262,7 +288,7 @@ impl Hub {
             .iter()
             .filter(move |&&m| m != joiner || with_joiner)
             .filter_map(|&m| self.seat(m))
-            .map(|s| &*s.json)
+            .map(Seat::json)
     }
 
     /// Takes `id` out of its room; the room goes when it empties.
@@ -272,6 +298,10 @@ impl Hub {
         let room = self.rooms[r.index()].as_mut().expect("room of a member");
         if let Some(pos) = room.members.iter().position(|&m| m == id) {
             room.members.remove(pos);
+        }
+        // Give back what a crowd that left had grown.
+        if room.members.capacity() > 8 && room.members.len() * 4 <= room.members.capacity() {
+            room.members.shrink_to(room.members.len() * 2);
         }
         self.users_in_rooms -= 1;
         let dialect = room.dialect;
@@ -284,7 +314,7 @@ impl Hub {
         Some(Departure {
             room: r,
             dialect,
-            user_id: seat.user_id,
+            user_id: Name::try_from(seat.user_id()).expect("a user id fits its name type"),
             emptied,
         })
     }
@@ -315,6 +345,32 @@ mod tests {
         let r = h.open_room(&admission);
         h.seat_member(id, r, admission, req.user_json.into_boxed_str());
         Ok(r)
+    }
+
+    #[test]
+    fn member_arrays_grow_on_demand_and_shrink_as_members_leave() {
+        let mut h = hub(&[("MAX_ROOM_USERS", "200")]);
+        let ids: Vec<_> = (0..200).map(ConnId::from_index).collect();
+        let r = join(&mut h, ids[0], "r", "u0").unwrap();
+        let capacity = |h: &Hub| h.rooms[r.index()].as_ref().unwrap().members.capacity();
+        assert!(capacity(&h) <= 4, "{}", capacity(&h));
+        for (i, &id) in ids.iter().enumerate().skip(1) {
+            join(&mut h, id, "r", &format!("u{i}")).unwrap();
+        }
+        assert_eq!(h.members(r), &ids[..]);
+        for &id in &ids[3..] {
+            h.remove(id);
+        }
+        assert_eq!(h.members(r), &ids[..3]);
+        assert!(capacity(&h) <= 16, "{}", capacity(&h));
+        // Each member's id and JSON come back from their one allocation.
+        let list: Vec<&str> = h.member_list(r, ids[0], true).collect();
+        assert_eq!(list[2], r#"{"id":"u2","name":"u2","avatar":null}"#);
+        assert_eq!(h.speaker(ids[1]).unwrap().user_id, "u1");
+        assert_eq!(
+            h.speaker(ids[1]).unwrap().json,
+            r#"{"id":"u1","name":"u1","avatar":null}"#
+        );
     }
 
     #[test]

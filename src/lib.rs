@@ -37,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod conns;
 pub mod fdstore;
+pub mod footprint;
 pub mod frame;
 pub mod handshake;
 pub mod health_check;

@@ -45,6 +45,12 @@ impl Budget {
         true
     }
 
+    /// Whether the bucket is full at `now`: such a budget is the same as a
+    /// new one, so it need not be kept.
+    pub fn is_full(&self, now: u64) -> bool {
+        self.full_at <= now
+    }
+
     /// Microseconds until one token is available (0: one is).
     fn wait_micros(&self, limit: u32, now: u64) -> u64 {
         let interval = MINUTE_US / u64::from(limit.max(1));

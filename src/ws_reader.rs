@@ -17,6 +17,13 @@
 //!   tungstenite's state, and with it the grown buffer, by a fresh one
 //!   ([`WsIo::renewed`]).
 //!
+//! Between messages the session holds no tungstenite state at all: when
+//! tungstenite asks for more bytes with the stream at rest
+//! ([`FrameTracker::at_rest`]), its state is dropped, and built again when
+//! the socket becomes readable. [`WsIo`] therefore never waits for readiness
+//! itself (that would leave tungstenite's waker in the socket's
+//! registration): the session does, with its own waker.
+//!
 //! [`FrameTracker`] only reads lengths and flags, never payload. Writes to
 //! [`WsIo`] are discarded: the relay frames and writes everything itself
 //! (`crate::outbound`).
@@ -257,6 +264,19 @@ impl FrameTracker {
     /// frames start, so the session can tell when the peer answered a close.
     pub fn close_seen(&self) -> bool {
         self.close_seen
+    }
+
+    /// Whether the stream is at rest between messages: no byte of a frame
+    /// seen past the last complete one, no fragmented message open, no
+    /// budget share held or owed, no close frame. When tungstenite then asks
+    /// for more bytes it holds nothing, and its state may be dropped until
+    /// the socket has data again.
+    pub fn at_rest(&self) -> bool {
+        self.position == Position::Header(0)
+            && !self.fragmented
+            && self.owed == 0
+            && self.held == 0
+            && !self.close_seen
     }
 
     /// Whether tungstenite's state may be replaced now that it has returned
@@ -507,9 +527,12 @@ impl smol::io::AsyncRead for WsIo {
             .map_or(buf.len(), |l| l.min(buf.len()));
         let buf = &mut buf[..limit];
         loop {
+            // The session waits for readiness itself, with its own task's
+            // waker, and says so with `set_readable`: tungstenite's waker
+            // proxies are never left in the socket's registration, so its
+            // state can be dropped while the connection is idle.
             if !this.readable {
-                std::task::ready!(this.sock.poll_readable(cx))?;
-                this.readable = true;
+                return Poll::Pending;
             }
             let mut stream: &TcpStream = this.sock.get_ref();
             match stream.read(buf) {
@@ -631,6 +654,30 @@ mod tests {
         let _ = t.observe(&bytes[6..]);
         assert!(!t.take_fresh(1), "only the ping was returned");
         assert!(t.take_fresh(2));
+    }
+
+    #[test]
+    fn the_stream_is_at_rest_only_between_messages() {
+        let mut t = FrameTracker::new(10_240);
+        assert!(t.at_rest());
+        let text = frame(true, 1, 20);
+        let _ = t.observe(&text[..3]);
+        assert!(!t.at_rest(), "inside a header");
+        let _ = t.observe(&text[3..10]);
+        assert!(!t.at_rest(), "inside a payload");
+        let _ = t.observe(&text[10..]);
+        assert!(t.at_rest());
+        let _ = t.observe(&frame(false, 1, 10));
+        assert!(!t.at_rest(), "a fragmented message is open");
+        let _ = t.observe(&frame(true, 0, 10));
+        assert!(t.at_rest());
+        let big = frame(true, 2, 1000);
+        let _ = t.observe(&big[..8]);
+        t.granted();
+        let released = t.observe(&big[8..]);
+        assert_eq!((released, t.at_rest()), (1000, true));
+        let _ = t.observe(&frame(true, 8, 2));
+        assert!(!t.at_rest(), "the peer closed");
     }
 
     #[test]

@@ -62,8 +62,12 @@ pub struct Session {
     relay: Rc<RefCell<Relay>>,
     cfg: Rc<Config>,
     sock: Arc<Async<TcpStream>>,
-    ws: WebSocketStream<WsIo>,
-    budgets: Budgets,
+    /// tungstenite's state, held only while a frame may be under way: none
+    /// while the connection is idle between messages (see [`crate::ws_reader`]).
+    ws: Option<Box<Ws>>,
+    /// The request and frame budgets while one of them is not full; none
+    /// while idle with full budgets (cold state, out of the session's layout).
+    budgets: Option<Box<Budgets>>,
     /// The dialect its frames are read and answered in, and whether a frame
     /// fixed it.
     dialect: DialectState,
@@ -80,8 +84,13 @@ pub struct Session {
     may_have_frames: bool,
     /// Messages tungstenite returned since it was (re)built.
     messages_read: u32,
-    deadline: Option<Timer>,
+    /// The grace period of a close that could not finish at once (rare:
+    /// boxed, out of the session's own layout).
+    deadline: Option<Box<Timer>>,
 }
+
+/// tungstenite's stream over the socket reader.
+type Ws = WebSocketStream<WsIo>;
 
 impl Session {
     /// Wraps an upgraded socket. `leftover` holds bytes read past the request head.
@@ -95,25 +104,23 @@ impl Session {
         // The socket's send buffer size and TCP_NODELAY were inherited from
         // the listener (`server::tune_listener`).
         // The client waits for the 101 before it sends frames: unless it
-        // sent some early, wait for readiness instead of trying a read.
+        // sent some early, there is no tungstenite state until the socket
+        // is readable.
         let (budget, dialect) = {
             let relay = relay.borrow();
             (relay.read_budget.clone(), relay.conns.dialect(id))
         };
-        let mut io = WsIo::new(
-            sock.clone(),
-            !leftover.is_empty(),
-            cfg.max_message_size,
-            budget,
-        );
-        // Bytes read with the request head reach tungstenite directly.
-        io.observe(&leftover);
-        let role = tungstenite::protocol::Role::Server;
-        let config = Some(ws_config(&cfg));
-        let ws = if leftover.is_empty() {
-            WebSocketStream::from_raw_socket(io, role, config).await
+        let early = !leftover.is_empty();
+        let ws = if early {
+            let mut io = WsIo::new(sock.clone(), true, cfg.max_message_size, budget);
+            // Bytes read with the request head reach tungstenite directly.
+            io.observe(&leftover);
+            let role = tungstenite::protocol::Role::Server;
+            let config = Some(ws_config(&cfg));
+            let ws = WebSocketStream::from_partially_read(io, leftover, role, config).await;
+            Some(Box::new(ws))
         } else {
-            WebSocketStream::from_partially_read(io, leftover, role, config).await
+            None
         };
         Session {
             id,
@@ -121,15 +128,43 @@ impl Session {
             cfg,
             sock,
             ws,
-            budgets: Budgets::default(),
+            budgets: None,
             dialect: DialectState::starting(dialect),
             peer_closed: false,
             stream_broken: false,
             write_shut: false,
-            may_have_frames: true,
+            may_have_frames: early,
             messages_read: 0,
             deadline: None,
         }
+    }
+
+    /// tungstenite's stream, built over a fresh reader if the connection
+    /// was idle (the socket is then tried at once).
+    fn reader(&mut self) -> &mut Ws {
+        if self.ws.is_none() {
+            let budget = self.relay.borrow().read_budget.clone();
+            let io = WsIo::new(self.sock.clone(), true, self.cfg.max_message_size, budget);
+            self.replace_reader(io);
+        }
+        self.ws.as_mut().expect("a reader was just built")
+    }
+
+    /// Whether the reader waits for a share of the read budget (its waker
+    /// is registered there) rather than for the socket.
+    fn waits_for_share(&self) -> bool {
+        (self.ws.as_ref()).is_some_and(|ws| ws.get_ref().frames().share_needed().is_some())
+    }
+
+    /// After tungstenite asked for more bytes: waits for the socket to be
+    /// readable with this task's own waker. Ready when it is (the reader, if
+    /// any, is told to read again).
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = std::task::ready!(self.sock.poll_readable(cx));
+        if let Some(ws) = self.ws.as_mut() {
+            ws.get_mut().set_readable();
+        }
+        Poll::Ready(())
     }
 
     /// One poll: read unless paced, flush, and close once the close frame
@@ -191,8 +226,8 @@ impl Session {
         if self.relay.borrow().conns.close_state(self.id) != Close::Open {
             let deadline = self
                 .deadline
-                .get_or_insert_with(|| Timer::after(CLOSE_GRACE));
-            if Pin::new(deadline).poll(cx).is_ready() {
+                .get_or_insert_with(|| Box::new(Timer::after(CLOSE_GRACE)));
+            if Pin::new(&mut **deadline).poll(cx).is_ready() {
                 return Poll::Ready(());
             }
         }
@@ -235,10 +270,14 @@ impl Session {
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..READ_BATCH {
             if self.stream_broken {
-                return self.ws.get_mut().poll_discard(cx);
+                return self.reader().get_mut().poll_discard(cx);
             }
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+            match Pin::new(self.reader()).poll_next(cx) {
+                Poll::Pending => {
+                    if self.waits_for_share() || self.poll_readable(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
                 Poll::Ready(None | Some(Ok(Message::Close(_)))) => return Poll::Ready(()),
                 Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(Some(Err(tungstenite::Error::Io(_)))) => return Poll::Ready(()),
@@ -281,7 +320,9 @@ mod tests {
         let conn = std::mem::size_of::<Option<crate::conns::Conn>>()
             + std::mem::size_of::<crate::outbound::outbox::Outbox>()
             + std::mem::size_of::<Option<Box<()>>>();
-        assert!(session <= 512, "Session is {session} bytes");
+        // tungstenite's state is boxed, and held only while a frame is
+        // under way.
+        assert!(session <= 96, "Session is {session} bytes");
         assert!(conn <= 160, "a connection's table entries are {conn} bytes");
     }
 }

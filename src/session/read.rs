@@ -29,7 +29,8 @@ pub(super) enum Limit {
     Joins,
 }
 
-/// Per-connection budgets (message + reaction, join, all frames).
+/// Per-connection budgets (message + reaction, join, all frames). Kept by
+/// the session only while one of them is not full (`Session::budgets`).
 #[derive(Default)]
 pub(super) struct Budgets {
     pub(super) messages: Budget,
@@ -37,40 +38,50 @@ pub(super) struct Budgets {
     frames: Budget,
 }
 
+impl Budgets {
+    /// Budgets as new: every bucket full.
+    pub(super) const FULL: Budgets = Budgets {
+        messages: Budget::new(),
+        joins: Budget::new(),
+        frames: Budget::new(),
+    };
+
+    /// Whether every bucket is full at `now`.
+    fn all_full(&self, now: u64) -> bool {
+        [&self.messages, &self.joins, &self.frames]
+            .iter()
+            .all(|b| b.is_full(now))
+    }
+}
+
 impl Session {
     /// Reads and handles up to `READ_BATCH` frames. Ready(()) when the peer is gone.
     pub(super) fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // A frame waiting for its share of the read budget: not even the
         // socket's readiness matters until the share is there.
-        if !self.ws.get_mut().take_share(cx) {
+        if let Some(ws) = self.ws.as_mut()
+            && !ws.get_mut().take_share(cx)
+        {
             return Poll::Pending;
         }
         // Woken to write, with tungstenite holding no complete frame: skip the
         // whole read path unless the socket has news.
         if !self.may_have_frames {
-            match self.sock.poll_readable(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(_) => {
-                    // The readiness event is consumed here: tell the reader
-                    // to try `read` rather than wait for another one.
-                    self.may_have_frames = true;
-                    self.ws.get_mut().set_readable();
-                }
+            if self.poll_readable(cx).is_pending() {
+                self.release_full_budgets();
+                return Poll::Pending;
             }
+            self.may_have_frames = true;
         }
         for _ in 0..READ_BATCH {
-            match Pin::new(&mut self.ws).poll_next(cx) {
+            match Pin::new(self.reader()).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
                     if self.charge_frames(1) {
                         self.on_message(msg);
                     }
                     self.messages_read = self.messages_read.wrapping_add(1);
-                    if self
-                        .ws
-                        .get_mut()
-                        .frames_mut()
-                        .take_fresh(self.messages_read)
-                    {
+                    let read = self.messages_read;
+                    if self.reader().get_mut().frames_mut().take_fresh(read) {
                         self.renew_reader();
                     }
                 }
@@ -83,16 +94,33 @@ impl Session {
                     // tungstenite needs more bytes: nothing complete is
                     // buffered. Fragments read so far count already.
                     self.charge_frames(0);
-                    self.may_have_frames = false;
+                    let frames = self.reader().get_ref().frames();
+                    let (oversize, at_rest) = (frames.oversize(), frames.at_rest());
                     // A fragment's header may already show the message is
                     // too large: no need to wait for the fragment.
-                    if self.ws.get_ref().frames().oversize() {
+                    if oversize {
                         self.refuse_oversize();
+                        return Poll::Pending;
                     }
-                    return Poll::Pending;
+                    // Between messages tungstenite holds nothing: its state
+                    // goes until the socket has data again.
+                    if at_rest {
+                        self.ws = None;
+                        self.release_full_budgets();
+                    }
+                    if self.waits_for_share() {
+                        return Poll::Pending;
+                    }
+                    // Wait for readiness with this task's own waker; data
+                    // that came meanwhile is read at once.
+                    if self.poll_readable(cx).is_pending() {
+                        self.may_have_frames = false;
+                        return Poll::Pending;
+                    }
+                    continue;
                 }
             }
-            if self.ws.get_ref().frames().oversize() {
+            if self.reader().get_ref().frames().oversize() {
                 self.refuse_oversize();
                 return Poll::Pending;
             }
@@ -116,23 +144,51 @@ impl Session {
     /// budget the connection is closed with 1008 and a strike counted; false
     /// then.
     fn charge_frames(&mut self, messages: u32) -> bool {
-        let frames = messages + self.ws.get_mut().frames_mut().take_fragments();
+        let Some(ws) = self.ws.as_mut() else {
+            return true;
+        };
+        let frames = messages + ws.get_mut().frames_mut().take_fragments();
         if frames == 0 {
             return true;
         }
         let now = clock::now_micros();
-        if (0..frames).all(|_| self.budgets.frames.try_take(self.cfg.frame_limit, now)) {
+        let limit = self.cfg.frame_limit;
+        let budgets = self.budgets_mut();
+        if (0..frames).all(|_| budgets.frames.try_take(limit, now)) {
             return true;
         }
         self.refuse_flood();
         false
     }
 
+    /// The budgets, made (full) if the session held none.
+    fn budgets_mut(&mut self) -> &mut Budgets {
+        self.budgets.get_or_insert_with(Box::default)
+    }
+
+    /// While idle: budgets that are all full again are let go (rate limits
+    /// are cold state: an idle connection holds none).
+    fn release_full_budgets(&mut self) {
+        if self
+            .budgets
+            .as_ref()
+            .is_some_and(|b| b.all_full(clock::now_micros()))
+        {
+            self.budgets = None;
+        }
+    }
+
     /// Takes a token from a request budget.
     fn take(&mut self, limit: Limit, now: u64) -> bool {
         match limit {
-            Limit::Messages => self.budgets.messages.try_take(self.cfg.message_limit, now),
-            Limit::Joins => self.budgets.joins.try_take(self.cfg.join_limit, now),
+            Limit::Messages => {
+                let limit = self.cfg.message_limit;
+                self.budgets_mut().messages.try_take(limit, now)
+            }
+            Limit::Joins => {
+                let limit = self.cfg.join_limit;
+                self.budgets_mut().joins.try_take(limit, now)
+            }
         }
     }
 
@@ -244,7 +300,7 @@ impl Session {
     /// buffer a large message grew. Called only when tungstenite holds no
     /// unread byte and no partial message ([`crate::ws_reader::FrameTracker::take_fresh`]).
     fn renew_reader(&mut self) {
-        let io = self.ws.get_ref().renewed();
+        let io = self.reader().get_ref().renewed();
         self.replace_reader(io);
     }
 
@@ -258,7 +314,7 @@ impl Session {
             .as_mut()
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
-            self.ws = ws;
+            self.ws = Some(Box::new(ws));
             self.messages_read = 0;
         }
     }

@@ -5,7 +5,7 @@
 use async_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Session;
-use super::read::Limit;
+use super::read::{Budgets, Limit};
 use crate::conns::Close;
 use crate::protocol::{Dialect, ErrorCode};
 use crate::relay::Relay;
@@ -36,9 +36,10 @@ impl Session {
         what: &str,
         now: u64,
     ) {
+        let budgets = self.budgets.as_deref().unwrap_or(&Budgets::FULL);
         let (budget, per_minute) = match limit {
-            Limit::Messages => (&self.budgets.messages, self.cfg.message_limit),
-            Limit::Joins => (&self.budgets.joins, self.cfg.join_limit),
+            Limit::Messages => (&budgets.messages, self.cfg.message_limit),
+            Limit::Joins => (&budgets.joins, self.cfg.join_limit),
         };
         let wait = budget.retry_after_secs(per_minute, now);
         let text = format!("too many {what} frames; retry in {wait} s");
@@ -54,7 +55,7 @@ impl Session {
     }
 
     pub(super) fn on_error(&mut self, err: tungstenite::Error) {
-        let frames = self.ws.get_ref().frames();
+        let frames = self.reader().get_ref().frames();
         let close = match err {
             // tungstenite takes a length with its top bit set for a size.
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })
@@ -98,7 +99,7 @@ impl Session {
     /// back. The frame tracker is kept, as it still tells where the client's
     /// close frame is in what follows.
     fn abandon_reader(&mut self) {
-        let io = self.ws.get_mut().abandoned();
+        let io = self.reader().get_mut().abandoned();
         self.replace_reader(io);
     }
 

@@ -9,6 +9,7 @@
 mod cli;
 mod client;
 mod formula;
+mod probe;
 mod proc;
 mod relay;
 mod report;
@@ -28,6 +29,13 @@ use crate::relay::Launcher;
 use crate::report::ScenarioReport;
 use crate::scenarios::{Pinning, Scenario};
 
+/// Counts allocations only in the allocator probe (`probe.rs`).
+#[global_allocator]
+static ALLOCATOR: probe::Counting = probe::Counting;
+
+/// The hidden first argument that runs this executable as the allocator probe.
+pub const PROBE_ARG: &str = "--probe-relay";
+
 /// The suite as configured from the command line and the machine.
 struct Suite {
     params: Params,
@@ -40,6 +48,9 @@ struct Suite {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(PROBE_ARG) {
+        return ExitCode::from(probe::relay_main());
+    }
     let opts = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(opts)) => opts,
         Ok(Command::Help) => {

@@ -72,7 +72,7 @@ struct LogTail {
 
 /// A running relay.
 pub struct Relay {
-    child: Child,
+    pub(crate) child: Child,
     pub pid: i32,
     pub addr: SocketAddr,
     log: Arc<Mutex<LogTail>>,
@@ -144,7 +144,11 @@ impl Launcher {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = self.base_command();
+        self.configure(self.base_command())
+    }
+
+    /// `cmd` with the relay's environment, directory, pipes and CPU.
+    fn configure(&self, mut cmd: Command) -> Command {
         for var in CONFIG_VARS {
             cmd.env_remove(var);
         }
@@ -168,7 +172,24 @@ impl Launcher {
 
     /// Starts a relay with the scenario's variables and waits until it listens.
     pub fn start(&self, env: &[(&str, String)]) -> Result<Relay, String> {
-        let mut cmd = self.command();
+        self.spawn(self.command(), env)
+    }
+
+    /// Starts the allocator probe (this executable as a relay, see
+    /// `probe.rs`) with the scenario's variables; its stdin and stdout are
+    /// the query pipe. Not through the runner: the probe counts the
+    /// allocator of the machine it runs on.
+    pub fn start_probe(&self, env: &[(&str, String)]) -> Result<Relay, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(crate::PROBE_ARG);
+        let mut cmd = self.configure(cmd);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        self.spawn(cmd, env)
+    }
+
+    fn spawn(&self, mut cmd: Command, env: &[(&str, String)]) -> Result<Relay, String> {
         for (k, v) in env {
             cmd.env(k, v);
         }

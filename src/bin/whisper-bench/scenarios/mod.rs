@@ -10,6 +10,7 @@ mod count;
 mod fanout;
 mod floor;
 mod idle;
+mod memory;
 mod slowloris;
 mod storm;
 mod wifi;
@@ -34,6 +35,8 @@ use crate::wire::Dialect;
 pub enum Scenario {
     Floor,
     Idle,
+    /// Where the bytes of an idle joined connection go (the allocator probe).
+    Memory,
     /// `idle` with legacy clients (upgraded on `/`, `payload` frames).
     IdleLegacy,
     Fanout,
@@ -58,6 +61,7 @@ impl Scenario {
     pub const ALL: [Scenario; 14] = [
         Scenario::Floor,
         Scenario::Idle,
+        Scenario::Memory,
         Scenario::IdleLegacy,
         Scenario::Fanout,
         Scenario::FanoutLegacy,
@@ -77,6 +81,7 @@ impl Scenario {
         match self {
             Scenario::Floor => "floor",
             Scenario::Idle => "idle",
+            Scenario::Memory => "memory",
             Scenario::IdleLegacy => "idle-legacy",
             Scenario::Fanout => "fanout",
             Scenario::FanoutLegacy => "fanout-legacy",
@@ -169,6 +174,11 @@ impl Lab<'_> {
         result
     }
 
+    /// Records how a relay started outside [`Lab::with_relay`] ended.
+    pub fn record_exit(&self, exit: crate::relay::Exit) {
+        self.run.borrow_mut().exits.push(exit);
+    }
+
     /// Samples the relay's counters, noting (once per run) when unreadable.
     pub fn sample(&self, relay: &Relay) -> Sample {
         let (sample, problem) = proc::sample(relay.pid);
@@ -201,6 +211,7 @@ pub fn run(
         match scenario {
             Scenario::Floor => floor::run(&lab).await,
             Scenario::Idle => idle::run(&lab, Dialect::V2).await,
+            Scenario::Memory => memory::run(&lab).await,
             Scenario::IdleLegacy => idle::run(&lab, Dialect::Legacy).await,
             Scenario::Fanout => fanout::run(&lab, Dialect::V2).await,
             Scenario::FanoutLegacy => fanout::run(&lab, Dialect::Legacy).await,
