@@ -58,7 +58,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Floor,
         Scenario::Idle,
         Scenario::Memory,
