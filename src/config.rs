@@ -224,55 +224,73 @@ fn list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// `HOST`: an IP address to listen on.
+fn host(src: &Source) -> Result<String, ConfigError> {
+    let host = src.get("HOST").unwrap_or("0.0.0.0").trim().to_string();
+    if host.parse::<IpAddr>().is_err() {
+        return Err(ConfigError {
+            variable: "HOST",
+            value: host,
+            expected: "an IPv4 or IPv6 address such as 0.0.0.0 or ::".into(),
+        });
+    }
+    Ok(host)
+}
+
+/// `TRUSTED_PROXIES`: up to [`LIST_CAP`] IP addresses.
+fn trusted_proxies(src: &Source) -> Result<Vec<IpAddr>, ConfigError> {
+    let raw = src.get("TRUSTED_PROXIES").unwrap_or("");
+    let mut proxies = Vec::new();
+    for item in list(raw) {
+        let bad = || ConfigError {
+            variable: "TRUSTED_PROXIES",
+            value: raw.to_string(),
+            expected: format!("up to {LIST_CAP} comma-separated IP addresses"),
+        };
+        let ip: IpAddr = item.parse().map_err(|_| bad())?;
+        if proxies.len() == LIST_CAP {
+            return Err(bad());
+        }
+        proxies.push(canonical_ip(ip));
+    }
+    Ok(proxies)
+}
+
+/// `ALLOWED_ORIGINS`: up to [`LIST_CAP`] origins.
+fn allowed_origins(src: &Source) -> Result<Vec<String>, ConfigError> {
+    let raw = src.get("ALLOWED_ORIGINS").unwrap_or("");
+    let origins: Vec<String> = list(raw).map(str::to_string).collect();
+    if origins.len() > LIST_CAP {
+        return Err(ConfigError {
+            variable: "ALLOWED_ORIGINS",
+            value: raw.to_string(),
+            expected: format!("up to {LIST_CAP} comma-separated origins"),
+        });
+    }
+    Ok(origins)
+}
+
+/// `LOG_FORMAT`: `text` (the default) or `json`.
+fn log_format(src: &Source) -> Result<LogFormat, ConfigError> {
+    match src.get("LOG_FORMAT").map(str::trim) {
+        None | Some("") | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError {
+            variable: "LOG_FORMAT",
+            value: other.to_string(),
+            expected: "text or json".into(),
+        }),
+    }
+}
+
 impl Config {
     /// Builds and validates the configuration from `src`.
     pub fn load(src: &Source) -> Result<Config, ConfigError> {
-        let host = src.get("HOST").unwrap_or("0.0.0.0").trim().to_string();
-        if host.parse::<IpAddr>().is_err() {
-            return Err(ConfigError {
-                variable: "HOST",
-                value: host,
-                expected: "an IPv4 or IPv6 address such as 0.0.0.0 or ::".into(),
-            });
-        }
+        let host = host(src)?;
         let port = number(src, "PORT", 8080, 0, 65_535)? as u16;
-
-        let trusted_raw = src.get("TRUSTED_PROXIES").unwrap_or("");
-        let mut trusted_proxies = Vec::new();
-        for item in list(trusted_raw) {
-            let bad = || ConfigError {
-                variable: "TRUSTED_PROXIES",
-                value: trusted_raw.to_string(),
-                expected: format!("up to {LIST_CAP} comma-separated IP addresses"),
-            };
-            let ip: IpAddr = item.parse().map_err(|_| bad())?;
-            if trusted_proxies.len() == LIST_CAP {
-                return Err(bad());
-            }
-            trusted_proxies.push(canonical_ip(ip));
-        }
-
-        let origins_raw = src.get("ALLOWED_ORIGINS").unwrap_or("");
-        let allowed_origins: Vec<String> = list(origins_raw).map(str::to_string).collect();
-        if allowed_origins.len() > LIST_CAP {
-            return Err(ConfigError {
-                variable: "ALLOWED_ORIGINS",
-                value: origins_raw.to_string(),
-                expected: format!("up to {LIST_CAP} comma-separated origins"),
-            });
-        }
-
-        let log_format = match src.get("LOG_FORMAT").map(str::trim) {
-            None | Some("") | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "LOG_FORMAT",
-                    value: other.to_string(),
-                    expected: "text or json".into(),
-                });
-            }
-        };
+        let trusted_proxies = trusted_proxies(src)?;
+        let allowed_origins = allowed_origins(src)?;
+        let log_format = log_format(src)?;
 
         Ok(Config {
             host,
