@@ -124,7 +124,8 @@ pub fn memory_bound_bytes(cfg: &Config) -> u64 {
     let outbound = u64::from(cfg.queue_budget_bytes) + l.max(u * 8 * KIB / 10) + 512;
     let heads = u64::from(cfg.pending_limit) * 14 * KIB;
     let ips = (c + 1024) * KIB / 10;
-    base + per_conn + reads + rooms + outbound + heads + ips
+    let history = crate::history::worst_case_bytes(&crate::history::Limits::new(cfg));
+    base + per_conn + reads + rooms + outbound + heads + ips + history
 }
 
 #[cfg(test)]
@@ -139,7 +140,11 @@ mod tests {
     #[test]
     fn memory_bound_matches_the_readme_at_the_defaults() {
         let mib = memory_bound_bytes(&cfg(&[])) as f64 / 1048576.0;
-        assert!((32.5..33.8).contains(&mib), "{mib}");
+        assert!((41.0..42.5).contains(&mib), "{mib}");
+        // Catch-up history is part of it, and off costs nothing.
+        let off = memory_bound_bytes(&cfg(&[("HISTORY_SECS", "0")]));
+        let defaults = memory_bound_bytes(&cfg(&[]));
+        assert_eq!(defaults - off, 9_028_608);
         let small = memory_bound_bytes(&cfg(&[("MAX_CONNECTIONS", "100")]));
         assert!(small < memory_bound_bytes(&cfg(&[])));
     }

@@ -39,31 +39,47 @@ pub const HISTORY_BUDGET_MIN: u32 = 64 * 1024;
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Plain text lines (with journald priority prefixes under systemd).
     Text,
+    /// One JSON object per line.
     Json,
 }
 
 /// The validated configuration of one server process.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Address to listen on (`HOST`).
     pub host: String,
+    /// Port to listen on, 0 for any (`PORT`).
     pub port: u16,
+    /// Deadline for a whole request head (`HANDSHAKE_TIMEOUT_SECS`).
     pub handshake_timeout_secs: u32,
     /// Connections in their HTTP phase at once (`HTTP_PENDING_LIMIT`).
     pub pending_limit: u32,
     /// Of those, from one client IP (`HTTP_PENDING_LIMIT_PER_IP`); trusted
     /// proxies are exempt.
     pub pending_limit_per_ip: u32,
+    /// Messages and reactions per minute per connection (`RATE_LIMIT_MESSAGE_LIMIT`).
     pub message_limit: u32,
+    /// Joins per minute per connection (`RATE_LIMIT_JOIN_LIMIT`).
     pub join_limit: u32,
+    /// Frames of any kind per minute per connection (`RATE_LIMIT_FRAME_LIMIT`).
     pub frame_limit: u32,
+    /// Open WebSocket connections per client IP (`RATE_LIMIT_CONNECTION_LIMIT_PER_IP`).
     pub connection_limit_per_ip: u32,
+    /// Largest client message in bytes (`RATE_LIMIT_MAX_MESSAGE_SIZE`).
     pub max_message_size: u32,
+    /// Open WebSocket connections in all (`MAX_CONNECTIONS`).
     pub max_connections: u32,
+    /// Rooms with members (`MAX_ROOMS`).
     pub max_rooms: u32,
+    /// Members per room (`MAX_ROOM_USERS`).
     pub max_room_users: u32,
+    /// Seconds between pings (`HEARTBEAT_INTERVAL_SECS`).
     pub heartbeat_interval_secs: u32,
+    /// Longest graceful shutdown (`SHUTDOWN_TIMEOUT_SECS`).
     pub shutdown_timeout_secs: u32,
+    /// Strikes within a minute that block an IP (`BLOCK_STRIKE_LIMIT`).
     pub block_strike_limit: u32,
     /// A connection with more than this queued for it is a slow consumer.
     pub slow_consumer_queue_bytes: u32,
@@ -80,9 +96,13 @@ pub struct Config {
     pub history_budget_bytes: u32,
     /// Rooms with history, empty ones included (`HISTORY_ROOMS`).
     pub history_rooms: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Allowed `Origin` values; empty allows any (`ALLOWED_ORIGINS`).
     pub allowed_origins: Vec<String>,
+    /// How log lines are written (`LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// The log filter (`RUST_LOG`).
     pub rust_log: String,
 }
 
@@ -90,8 +110,11 @@ pub struct Config {
 /// the process exits with.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The environment variable at fault.
     pub variable: &'static str,
+    /// The value it had.
     pub value: String,
+    /// What it should have been.
     pub expected: String,
 }
 
@@ -201,55 +224,73 @@ fn list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// `HOST`: an IP address to listen on.
+fn host(src: &Source) -> Result<String, ConfigError> {
+    let host = src.get("HOST").unwrap_or("0.0.0.0").trim().to_string();
+    if host.parse::<IpAddr>().is_err() {
+        return Err(ConfigError {
+            variable: "HOST",
+            value: host,
+            expected: "an IPv4 or IPv6 address such as 0.0.0.0 or ::".into(),
+        });
+    }
+    Ok(host)
+}
+
+/// `TRUSTED_PROXIES`: up to [`LIST_CAP`] IP addresses.
+fn trusted_proxies(src: &Source) -> Result<Vec<IpAddr>, ConfigError> {
+    let raw = src.get("TRUSTED_PROXIES").unwrap_or("");
+    let mut proxies = Vec::new();
+    for item in list(raw) {
+        let bad = || ConfigError {
+            variable: "TRUSTED_PROXIES",
+            value: raw.to_string(),
+            expected: format!("up to {LIST_CAP} comma-separated IP addresses"),
+        };
+        let ip: IpAddr = item.parse().map_err(|_| bad())?;
+        if proxies.len() == LIST_CAP {
+            return Err(bad());
+        }
+        proxies.push(canonical_ip(ip));
+    }
+    Ok(proxies)
+}
+
+/// `ALLOWED_ORIGINS`: up to [`LIST_CAP`] origins.
+fn allowed_origins(src: &Source) -> Result<Vec<String>, ConfigError> {
+    let raw = src.get("ALLOWED_ORIGINS").unwrap_or("");
+    let origins: Vec<String> = list(raw).map(str::to_string).collect();
+    if origins.len() > LIST_CAP {
+        return Err(ConfigError {
+            variable: "ALLOWED_ORIGINS",
+            value: raw.to_string(),
+            expected: format!("up to {LIST_CAP} comma-separated origins"),
+        });
+    }
+    Ok(origins)
+}
+
+/// `LOG_FORMAT`: `text` (the default) or `json`.
+fn log_format(src: &Source) -> Result<LogFormat, ConfigError> {
+    match src.get("LOG_FORMAT").map(str::trim) {
+        None | Some("") | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError {
+            variable: "LOG_FORMAT",
+            value: other.to_string(),
+            expected: "text or json".into(),
+        }),
+    }
+}
+
 impl Config {
     /// Builds and validates the configuration from `src`.
     pub fn load(src: &Source) -> Result<Config, ConfigError> {
-        let host = src.get("HOST").unwrap_or("0.0.0.0").trim().to_string();
-        if host.parse::<IpAddr>().is_err() {
-            return Err(ConfigError {
-                variable: "HOST",
-                value: host,
-                expected: "an IPv4 or IPv6 address such as 0.0.0.0 or ::".into(),
-            });
-        }
+        let host = host(src)?;
         let port = number(src, "PORT", 8080, 0, 65_535)? as u16;
-
-        let trusted_raw = src.get("TRUSTED_PROXIES").unwrap_or("");
-        let mut trusted_proxies = Vec::new();
-        for item in list(trusted_raw) {
-            let bad = || ConfigError {
-                variable: "TRUSTED_PROXIES",
-                value: trusted_raw.to_string(),
-                expected: format!("up to {LIST_CAP} comma-separated IP addresses"),
-            };
-            let ip: IpAddr = item.parse().map_err(|_| bad())?;
-            if trusted_proxies.len() == LIST_CAP {
-                return Err(bad());
-            }
-            trusted_proxies.push(canonical_ip(ip));
-        }
-
-        let origins_raw = src.get("ALLOWED_ORIGINS").unwrap_or("");
-        let allowed_origins: Vec<String> = list(origins_raw).map(str::to_string).collect();
-        if allowed_origins.len() > LIST_CAP {
-            return Err(ConfigError {
-                variable: "ALLOWED_ORIGINS",
-                value: origins_raw.to_string(),
-                expected: format!("up to {LIST_CAP} comma-separated origins"),
-            });
-        }
-
-        let log_format = match src.get("LOG_FORMAT").map(str::trim) {
-            None | Some("") | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "LOG_FORMAT",
-                    value: other.to_string(),
-                    expected: "text or json".into(),
-                });
-            }
-        };
+        let trusted_proxies = trusted_proxies(src)?;
+        let allowed_origins = allowed_origins(src)?;
+        let log_format = log_format(src)?;
 
         Ok(Config {
             host,

@@ -50,7 +50,7 @@ use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
-use crate::history::{FRAME_MAX, History, Limits, MessageIds, Snapshot, check_frame};
+use crate::history::{FRAME_MAX, History, Limits, MessageIds, Restorer, Snapshot, check_frame};
 use crate::protocol::is_valid_id;
 use crate::systemd::{HISTORY_FDNAME, Notifier};
 
@@ -182,6 +182,39 @@ pub fn decode(
     unix_ms: u64,
 ) -> Result<Restored, DecodeError> {
     let mut r = Reader { data };
+    let header = read_header(&mut r, data.len())?;
+    // Time passed since the writing, as far as the wall clock can tell.
+    let gap_ms = unix_ms
+        .saturating_sub(header.written_at)
+        .min(u64::from(crate::config::HISTORY_SECS_CAP) * 1000 + 1000);
+    let mut rebuilt = History::restorer(limits, now_ms);
+    if header.forgot {
+        rebuilt.forgot();
+    }
+    let tombs = r.count(8, "tombstones")?;
+    for _ in 0..tombs {
+        rebuilt.tombstone(r.u64("tombstones")?);
+    }
+    let rooms = read_rooms(&mut r, &mut rebuilt)?;
+    read_frames(&mut r, &mut rebuilt, rooms, gap_ms)?;
+    if !r.data.is_empty() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(Restored {
+        history: rebuilt.finish(),
+        ids: MessageIds::new(Some(header.prefix)),
+    })
+}
+
+/// The fixed part at the front of a snapshot.
+struct Header<'a> {
+    written_at: u64,
+    prefix: &'a str,
+    forgot: bool,
+}
+
+/// Checks the magic, version and length, and reads the id prefix and flags.
+fn read_header<'a>(r: &mut Reader<'a>, total: usize) -> Result<Header<'a>, DecodeError> {
     if r.bytes(8, "header")? != MAGIC {
         return Err(DecodeError::Magic);
     }
@@ -190,17 +223,13 @@ pub fn decode(
         return Err(DecodeError::Version(version));
     }
     let declared = r.u64("header")?;
-    if declared != data.len() as u64 {
+    if declared != total as u64 {
         return Err(DecodeError::Length {
             declared,
-            actual: data.len() as u64,
+            actual: total as u64,
         });
     }
     let written_at = r.u64("header")?;
-    // Time passed since the writing, as far as the wall clock can tell.
-    let gap_ms = unix_ms
-        .saturating_sub(written_at)
-        .min(u64::from(crate::config::HISTORY_SECS_CAP) * 1000 + 1000);
     let prefix_len = usize::from(r.u8("ids")?);
     let prefix = std::str::from_utf8(r.bytes(prefix_len, "ids")?)
         .ok()
@@ -211,15 +240,15 @@ pub fn decode(
     if flags > 1 {
         return Err(DecodeError::Malformed("flags"));
     }
+    Ok(Header {
+        written_at,
+        prefix,
+        forgot: flags & 1 != 0,
+    })
+}
 
-    let mut rebuilt = History::restorer(limits, now_ms);
-    if flags & 1 != 0 {
-        rebuilt.forgot();
-    }
-    let tombs = r.count(8, "tombstones")?;
-    for _ in 0..tombs {
-        rebuilt.tombstone(r.u64("tombstones")?);
-    }
+/// Reads the room list into `rebuilt`; returns how many rooms there are.
+fn read_rooms(r: &mut Reader<'_>, rebuilt: &mut Restorer) -> Result<u32, DecodeError> {
     let rooms = r.count(3, "rooms")?;
     let mut names = std::collections::HashSet::new();
     for _ in 0..rooms {
@@ -238,7 +267,16 @@ pub fn decode(
         };
         rebuilt.room(name, complete);
     }
-    drop(names);
+    Ok(rooms)
+}
+
+/// Reads the frames, oldest first, each checked to be a relayed frame.
+fn read_frames(
+    r: &mut Reader<'_>,
+    rebuilt: &mut Restorer,
+    rooms: u32,
+    gap_ms: u64,
+) -> Result<(), DecodeError> {
     let frames = r.count(16, "frames")?;
     let mut last_age = u64::MAX;
     for n in 0..frames {
@@ -261,13 +299,7 @@ pub fn decode(
         }
         rebuilt.frame(room, age_ms.saturating_add(gap_ms), frame);
     }
-    if !r.data.is_empty() {
-        return Err(DecodeError::Trailing);
-    }
-    Ok(Restored {
-        history: rebuilt.finish(),
-        ids: MessageIds::new(Some(prefix)),
-    })
+    Ok(())
 }
 
 /// Reads fixed-size fields off the front of a slice.
@@ -320,7 +352,7 @@ fn immutable() -> SealFlag {
     SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL
 }
 
-/// Writes `snap` into a new memfd and seals it (see [`immutable`]).
+/// Writes `snap` into a new memfd and seals it (see `immutable`).
 pub fn write_memfd(snap: &Snapshot, ids: &MessageIds, unix_ms: u64) -> io::Result<OwnedFd> {
     let name = c"rtce2ee-whisper-history";
     let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;

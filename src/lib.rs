@@ -2,8 +2,35 @@
 //!
 //! The relay binary (`src/main.rs`) and the benchmark (`whisper-bench`) are thin
 //! binaries over this library; the integration tests and the fuzz targets use its
-//! framing and types.
-#![allow(missing_docs)]
+//! framing and types. Everything runs on one `smol` executor thread: shared
+//! state is `Rc<RefCell<…>>`, never behind a lock.
+//!
+//! # Layout
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`server`] | process lifecycle; `server::{admission, head, routes, refusals, timers}` take a connection from accept to upgrade |
+//! | [`http`] | request heads, routing, response writing |
+//! | [`ws_reader`] | step 1, the socket reader: frame tracking, the shared read budget |
+//! | [`session`] | step 2, one connection: budgets, dispatch, the close sequence |
+//! | [`protocol`] | step 3, a frame's text in, a typed request or an error code out; one file per dialect |
+//! | [`hub`] | step 4, membership only: who is in which room |
+//! | [`outbound`] | step 5, room logs, outboxes, pacing and eviction, step 6 the socket write |
+//! | [`relay`] | the shared state (connections, hub, outbound, IP table, stats) and what spans its parts |
+//! | [`conns`] | the connection table and its one [`conns::ConnId`] |
+//! | [`history`], [`fdstore`] | catch-up retention, and its hand-over across restarts |
+//! | [`frame`] | WebSocket framing, shared by the relay, tests, bench and fuzz targets |
+//! | [`config`], [`limits`], [`status`], [`board`], [`page`] | settings, rate limits, health and metrics, the machine's facts, the embedded page |
+//! | [`systemd`], [`shutdown`], [`logging`], [`clock`], [`handshake`] | the operating system's side |
+//!
+//! # The path of one message
+//!
+//! 1. [`ws_reader::WsIo`] reads bytes under the read budget; tungstenite yields a frame.
+//! 2. [`session`] charges the connection's budgets and asks [`protocol::parse_request`].
+//! 3. The typed request goes to the [`hub`], which names the room and its members.
+//! 4. [`outbound`] builds the frame once, appends it to the room log and wakes readers.
+//! 5. Each member's session flushes its outbox with one vectored write.
+#![warn(missing_docs)]
 
 pub mod board;
 pub mod clock;
@@ -13,6 +40,7 @@ pub mod fdstore;
 pub mod footprint;
 pub mod frame;
 pub mod handshake;
+pub mod health_check;
 pub mod history;
 pub mod http;
 pub mod hub;

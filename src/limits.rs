@@ -26,6 +26,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A full bucket.
     pub const fn new() -> Budget {
         Budget { full_at: 0 }
     }
@@ -124,6 +125,7 @@ impl IpRecord {
 /// Outcome of [`IpTable::strike`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum StrikeOutcome {
+    /// Counted; the IP is not blocked (yet).
     Counted,
     /// The IP is now blocked for this many microseconds.
     Blocked(u64),
@@ -134,6 +136,7 @@ pub enum StrikeOutcome {
 pub enum Refusal {
     /// Blocked; retry after this many seconds.
     Blocked(u64),
+    /// The IP already has `RATE_LIMIT_CONNECTION_LIMIT_PER_IP` connections.
     TooManyConnections,
     /// The table of tracked IPs is full.
     TableFull,
@@ -149,10 +152,12 @@ pub struct IpTable {
     strike_limit: u32,
     /// IPs blocked since start (a counter for metrics).
     pub blocks_total: u64,
+    /// Strikes since start (a counter for metrics).
     pub strikes_total: u64,
 }
 
 impl IpTable {
+    /// An empty table of at most `capacity` records.
     pub fn new(capacity: usize, per_ip_limit: u32, strike_limit: u32) -> IpTable {
         IpTable {
             records: HashMap::new(),
@@ -218,6 +223,7 @@ impl IpTable {
         }
     }
 
+    /// Ends what [`IpTable::begin_pending`] began.
     pub fn end_pending(&mut self, ip: IpAddr) {
         if let Some(r) = self.records.get_mut(&ip) {
             r.pending = r.pending.saturating_sub(1);
@@ -258,6 +264,7 @@ impl IpTable {
         Ok(())
     }
 
+    /// Forgets one closed connection of `ip`.
     pub fn release(&mut self, ip: IpAddr) {
         if let Some(r) = self.records.get_mut(&ip) {
             r.open = r.open.saturating_sub(1);
@@ -305,11 +312,13 @@ impl IpTable {
             .count()
     }
 
+    /// Records held (tests only).
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
+    /// No records held (tests only).
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()

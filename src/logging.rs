@@ -34,6 +34,7 @@ fn stderr_is_journal() -> bool {
     }
 }
 
+/// Installs the logger: the filter and format of `cfg`, to stderr.
 pub fn init(cfg: &Config) {
     let format = cfg.log_format;
     let journal = stderr_is_journal();

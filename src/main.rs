@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
-use rtce2ee_whisper::{config, logging, server, systemd};
+use rtce2ee_whisper::{config, fdstore, health_check, history, logging, server, systemd};
 
 const USAGE: &str = "\
 rtce2ee-whisper: a WebSocket relay for end-to-end encrypted chat rooms
 
 USAGE:
-    rtce2ee-whisper [--help | --version]
+    rtce2ee-whisper [--help | --version | --health-check]
+
+    --health-check   GET /health from the relay on this machine (the port and
+                     address below); exit 0 when healthy, 1 otherwise
 
 Configuration comes from environment variables, then from a .env file in the
 working directory for variables the environment leaves unset:
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
                 println!("rtce2ee-whisper {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
+            "--health-check" => return health_check::main(),
             other => {
                 eprintln!("rtce2ee-whisper: unknown argument {other:?} (try --help)");
                 return ExitCode::from(2);
@@ -72,7 +76,10 @@ fn main() -> ExitCode {
     };
     logging::init(&cfg);
 
-    let listener = match systemd::inherited_listener() {
+    // Before any thread: the descriptors systemd passed (socket activation
+    // and the history hand-over from the file descriptor store).
+    let inherited = systemd::inherited_fds();
+    let listener = match inherited.listener {
         Some(l) => {
             log::info!("using the listening socket passed by systemd");
             l
@@ -85,5 +92,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    ExitCode::from(server::run(cfg, listener) as u8)
+    let notifier = systemd::Notifier::from_env();
+    let restored = fdstore::take_back(inherited.history, history::Limits::new(&cfg), &notifier);
+    ExitCode::from(server::run(cfg, listener, restored) as u8)
 }

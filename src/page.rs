@@ -24,9 +24,13 @@ Permissions-Policy: camera=(), microphone=(), geolocation=()\r\n";
 
 /// One embedded file and its gzip copy.
 pub struct Asset {
+    /// Its path under `/app/`.
     pub path: &'static str,
+    /// Its `Content-Type`.
     pub content_type: &'static str,
+    /// The file as built.
     pub raw: &'static [u8],
+    /// Its gzip copy, served to clients that accept it.
     pub gz: &'static [u8],
 }
 
@@ -41,6 +45,7 @@ macro_rules! asset {
     };
 }
 
+/// Every file of the page, embedded from `web/dist/`.
 pub static ASSETS: [Asset; 7] = [
     asset!("/app/", "index.html", "text/html; charset=utf-8"),
     asset!("/app/app.js", "app.js", "text/javascript; charset=utf-8"),

@@ -16,10 +16,11 @@ use std::rc::Rc;
 use crate::clock;
 use crate::config::Config;
 use crate::conns::{Close, ConnId, Conns};
+use crate::frame::PING_FRAME;
 use crate::hub::{Hub, RoomId};
 use crate::limits::{IpTable, StrikeOutcome};
 use crate::outbound::{Outbound, SlowConsumer};
-use crate::protocol::{Dialect, ErrorCode, JoinRequest, PING_FRAME};
+use crate::protocol::{Dialect, ErrorCode, JoinRequest};
 use crate::status::Stats;
 use crate::ws_reader::ReadBudget;
 
@@ -89,6 +90,16 @@ impl Relay {
     /// Bytes of every room log and unsent private buffer.
     pub fn queued_bytes(&self) -> usize {
         self.outbound.queued_bytes()
+    }
+
+    /// Rooms with catch-up history, empty ones included (`history_rooms`).
+    pub fn history_rooms(&self) -> usize {
+        self.outbound.history().rooms()
+    }
+
+    /// Bytes charged to `HISTORY_BUDGET_BYTES` (`history_bytes`).
+    pub fn history_bytes(&self) -> usize {
+        self.outbound.history().bytes()
     }
 
     /// Whether `MAX_CONNECTIONS` are open.
@@ -195,6 +206,11 @@ impl Relay {
         // lists it.
         let list = self.hub.member_list(r, id, dialect.lists_joiner());
         let sent = self.outbound.user_list(id, &self.conns, dialect, list);
+        // Catch-up (v2 only): the replay follows `userList`.
+        if sent.is_ok() && dialect == Dialect::V2 {
+            let since = req.since.as_ref();
+            self.outbound.catch_up(id, r, &req.room, since, &self.conns);
+        }
         self.evict_if(id, sent);
         Ok(())
     }
@@ -376,11 +392,14 @@ impl Relay {
         self.ips.sweep(now);
     }
 
-    /// Shutdown: every connection delivers what is queued and is closed with 1001.
+    /// Shutdown: every connection delivers what is queued and is closed
+    /// with 1001. Replays under way stop (after a frame begun): the history
+    /// goes to the next process, where they can ask again.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         for id in self.conns.ids() {
             if self.conns.is_open(id) {
+                self.outbound.end_replay(id);
                 self.begin_close(id, Close::Drain(1001, "server shutting down"));
             }
         }

@@ -26,6 +26,7 @@ use smol::LocalExecutor;
 use smol::future::FutureExt;
 
 use crate::config::Config;
+use crate::fdstore::{self, Restored};
 use crate::relay::Relay;
 use crate::status::HttpPhase;
 use crate::{shutdown, systemd};
@@ -52,8 +53,10 @@ impl Shared {
     }
 }
 
-/// Runs the server on `listener` until a shutdown signal; returns the exit code.
-pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
+/// Runs the server on `listener`, with the catch-up history `restored` from
+/// the previous process (or an empty one), until a shutdown signal; returns
+/// the exit code.
+pub fn run(cfg: Config, listener: std::net::TcpListener, restored: Restored) -> i32 {
     let signals = match shutdown::Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -62,8 +65,12 @@ pub fn run(cfg: Config, listener: std::net::TcpListener) -> i32 {
         }
     };
     let ex = Rc::new(LocalExecutor::new());
+    let mut relay = Relay::new(&cfg);
+    relay
+        .outbound
+        .install_history(restored.history, restored.ids);
     let shared = Rc::new(Shared {
-        hub: Rc::new(RefCell::new(Relay::new(&cfg))),
+        hub: Rc::new(RefCell::new(relay)),
         cfg: Rc::new(cfg),
         ex: ex.clone(),
         table: admission::Table::new(),
@@ -103,5 +110,23 @@ async fn serve(
 
     shared.hub.borrow_mut().begin_shutdown();
     timers::drain(&shared).await;
+    hand_over(&shared, &notify);
     0
+}
+
+/// After the drain: the catch-up history to systemd's file descriptor
+/// store, for the next process (see [`fdstore`]).
+fn hand_over(shared: &Shared, notify: &systemd::Notifier) {
+    let relay = shared.hub.borrow();
+    let history = relay.outbound.history();
+    match fdstore::hand_over(history, relay.outbound.ids(), notify) {
+        Ok(true) => log::info!(
+            "history handed to systemd: {} rooms, {} frames, {} bytes",
+            history.rooms(),
+            history.frames(),
+            history.bytes()
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!("history hand-over failed ({e}); the next start has none"),
+    }
 }

@@ -31,6 +31,7 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Installs the SIGTERM and SIGINT handlers and the pipe they write to.
     pub fn install() -> nix::Result<Signals> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         PIPE_WRITE.store(write.as_raw_fd(), Ordering::Relaxed);

@@ -77,6 +77,10 @@ pub struct Snapshot {
     pub rss_bytes: u64,
     /// The README's worst-case memory bound at this configuration.
     pub memory_bound_bytes: u64,
+    /// Rooms with catch-up history, empty ones included.
+    pub history_rooms: usize,
+    /// Bytes charged to `HISTORY_BUDGET_BYTES` (frames and bookkeeping).
+    pub history_bytes: usize,
     /// The hub's event counters.
     pub stats: Stats,
     /// The HTTP phase (`/metrics` only).
@@ -114,7 +118,8 @@ pub fn health_body(s: &Snapshot) -> String {
 \"max_connections\":{},\"max_rooms\":{},\"connections_total\":{},\"messages_relayed\":{},\"reactions_relayed\":{},\
 \"deliveries\":{},\"queued_bytes\":{},\"rate_limited\":{},\"protocol_errors\":{},\"oversize_messages\":{},\
 \"flood_closes\":{},\"slow_consumer_closes\":{},\"heartbeat_timeouts\":{},\"strikes\":{},\"ip_blocks\":{},\
-\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{},\"rss_bytes\":{},\"memory_bound_bytes\":{}}}}}",
+\"blocked_ips\":{},\"rejected_connections\":{},\"read_buffer_bytes\":{},\"rss_bytes\":{},\"memory_bound_bytes\":{},\
+\"history_rooms\":{},\"history_bytes\":{}}}}}",
         s.uptime_seconds,
         s.active_connections,
         s.active_rooms,
@@ -142,6 +147,8 @@ pub fn health_body(s: &Snapshot) -> String {
         s.read_buffer_bytes,
         s.rss_bytes,
         s.memory_bound_bytes,
+        s.history_rooms,
+        s.history_bytes,
     );
     out
 }
@@ -151,7 +158,7 @@ type Single = (&'static str, &'static str, &'static str, u64);
 
 /// The metrics of one sample each, in the order `/metrics` lists them.
 #[rustfmt::skip]
-fn single_metrics(s: &Snapshot) -> [Single; 21] {
+fn single_metrics(s: &Snapshot) -> [Single; 23] {
     const GAUGE: &str = "gauge";
     const COUNTER: &str = "counter";
     let st = &s.stats;
@@ -165,6 +172,8 @@ fn single_metrics(s: &Snapshot) -> [Single; 21] {
         ("queued_bytes", GAUGE, "Outbound bytes waiting for slow sockets.", s.queued_bytes as u64),
         ("read_buffer_bytes", GAUGE, "Bytes of the shared budget for reading large frames in use.", s.read_buffer_bytes as u64),
         ("blocked_ips", GAUGE, "Client IPs blocked right now.", s.blocked_ips as u64),
+        ("history_rooms", GAUGE, "Rooms with catch-up history, empty ones included.", s.history_rooms as u64),
+        ("history_bytes", GAUGE, "Bytes of retained catch-up history with its bookkeeping.", s.history_bytes as u64),
         ("connections_total", COUNTER, "WebSocket connections accepted.", st.connections_total),
         ("messages_relayed_total", COUNTER, "Chat messages relayed to a room.", st.messages_relayed),
         ("reactions_relayed_total", COUNTER, "Reactions relayed to a room.", st.reactions_relayed),
@@ -244,6 +253,8 @@ mod tests {
             "total_users",
             "rss_bytes",
             "memory_bound_bytes",
+            "history_rooms",
+            "history_bytes",
         ] {
             assert!(v["stats"][key].is_u64(), "{key}");
         }
@@ -273,6 +284,8 @@ mod tests {
         s.connections_legacy = 2;
         let text = metrics_body(&s);
         assert!(text.contains("whisper_up 1\n"));
+        assert!(text.contains("whisper_history_rooms 0\n"));
+        assert!(text.contains("whisper_history_bytes 0\n"));
         assert!(
             text.contains("whisper_rejected_connections_total{reason=\"origin_not_allowed\"} 7\n")
         );

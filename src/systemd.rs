@@ -276,10 +276,3 @@ pub fn inherited_fds() -> Inherited {
         .collect();
     classify(owned)
 }
-
-/// The listening socket passed by systemd socket activation, if any (any
-/// other passed descriptor is closed; see [`inherited_fds`] to keep the
-/// history memfd too).
-pub fn inherited_listener() -> Option<TcpListener> {
-    inherited_fds().listener
-}

@@ -91,6 +91,7 @@ impl ReadBudget {
         }
     }
 
+    /// The budget's size in bytes (tests only).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity

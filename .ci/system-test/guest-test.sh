@@ -6,7 +6,8 @@
 #   guest-test.sh after-reboot   the units as a normal boot brings them up: /health, IP
 #                                allow/deny, kill -9 -> restart, journal priorities
 #                                (6/4/3), systemctl stop with an open WebSocket, socket
-#                                activation
+#                                activation, reinstall, catch-up history across
+#                                systemctl restart (file descriptor store)
 # Every check prints one line on the serial console:
 #   SYSTEST PASS <what>   /   SYSTEST FAIL <what>
 # plus SYSTEST INFO / SYSTEST JOURNAL / SYSTEST DUMP lines as evidence, then
@@ -226,6 +227,48 @@ check "after reinstall the service runs on the socket passed by systemd (journal
   until_ok 10 daemon_logged 6 'using the listening socket passed by systemd' _SYSTEMD_INVOCATION_ID="$(prop InvocationID)" || ok=0
 check_health "http://[::1]:$PORT/health" || ok=0
 ((ok)) || dump_units
+
+# --- catch-up history survives systemctl restart (systemd's file descriptor store) -------------
+# Three messages are said in a room that keeps history; after a restart a client's `since` from
+# before it is found and the replay is the very frames first sent (PROTOCOL.md section 7).
+W="$here/ws_client.py"
+msg_id() { sed -n 's/^ws: \(echo\|replayed\) {"type":"message","id":"\([^"]*\)".*/\2/p'; }
+frames_of() { sed -n "s/^ws: $1 //p"; } # frames_of echo|replayed|history < output
+export -f frames_of # for the checks' bash -c
+python3 "$W" history 127.0.0.1 "$PORT" systest-room alice @all 3 > /run/ws-h1.out 2>&1; rc=$?
+sed "s/^/SYSTEST INFO [$phase] /" /run/ws-h1.out
+check "catch-up: a join with since \"\" gets an empty complete history, then 3 echoes" \
+  bash -c '[[ $1 == 0 && $(frames_of history < /run/ws-h1.out) == "{\"type\":\"history\",\"count\":0,\"complete\":true}" && $(frames_of echo < /run/ws-h1.out | wc -l) == 3 ]]' _ "$rc"
+frames_of echo < /run/ws-h1.out > /run/ws-h1.echoes
+ids=($(msg_id < /run/ws-h1.out))
+stored=$(prop NFileDescriptorStore)
+if [[ -n $stored ]]; then
+  check "catch-up: systemd's file descriptor store is empty while the relay runs" test "$stored" = 0
+else
+  info "this systemd has no NFileDescriptorStore property"
+fi
+old_invocation=$(prop InvocationID)
+systemctl restart "$U"
+check "catch-up: systemctl restart: active again" until_ok 60 systemctl is-active -q "$U"
+check "catch-up: journal: 'history handed to systemd: 1 rooms, 3 frames' at PRIORITY=6" \
+  until_ok 10 daemon_logged 6 'history handed to systemd: 1 rooms, 3 frames' _SYSTEMD_INVOCATION_ID="$old_invocation"
+check "catch-up: journal: 'history taken over from the previous process: 1 rooms, 3 frames' at PRIORITY=6" \
+  until_ok 10 daemon_logged 6 'history taken over from the previous process: 1 rooms, 3 frames' _SYSTEMD_INVOCATION_ID="$(prop InvocationID)"
+check "catch-up: journal: no 'hand-over refused' and no 'hand-over failed'" \
+  bash -c "! journalctl --no-pager -b -o cat _SYSTEMD_UNIT=$U SYSLOG_IDENTIFIER=$IDENT | grep -qE 'hand-over (refused|failed)'"
+stored=$(prop NFileDescriptorStore)
+[[ -z $stored ]] || check "catch-up: the relay took the memfd out of the store (NFileDescriptorStore=0)" test "$stored" = 0
+python3 "$W" history 127.0.0.1 "$PORT" systest-room bob "${ids[0]:-none}" 0 > /run/ws-h2.out 2>&1; rc=$?
+sed "s/^/SYSTEST INFO [$phase] /" /run/ws-h2.out
+check "catch-up: since = the first id from before the restart: frames 2 and 3 byte for byte, count 2, complete" \
+  bash -c '[[ $1 == 0 && $(frames_of replayed < /run/ws-h2.out) == "$(sed -n 2,3p /run/ws-h1.echoes)" && $(frames_of history < /run/ws-h2.out) == "{\"type\":\"history\",\"count\":2,\"complete\":true}" ]]' _ "$rc"
+python3 "$W" history 127.0.0.1 "$PORT" systest-room carol @all 1 > /run/ws-h3.out 2>&1; rc=$?
+sed "s/^/SYSTEST INFO [$phase] /" /run/ws-h3.out
+check "catch-up: since \"\" after the restart: all 3 frames byte for byte, count 3, complete" \
+  bash -c '[[ $1 == 0 && $(frames_of replayed < /run/ws-h3.out) == "$(cat /run/ws-h1.echoes)" && $(frames_of history < /run/ws-h3.out) == "{\"type\":\"history\",\"count\":3,\"complete\":true}" ]]' _ "$rc"
+new_id=$(sed -n 's/^ws: echo {"type":"message","id":"\([^"]*\)".*/\1/p' /run/ws-h3.out)
+check "catch-up: a new message id has another prefix than those from before the restart (${ids[0]:-?} / ${new_id:-?})" \
+  test -n "$new_id" -a -n "${ids[0]:-}" -a "${new_id%-*}" != "${ids[0]%-*}"
 
 # --- over the whole boot ------------------------------------------------------------------------
 if journalctl --no-pager -b -u "$U" | grep -qi 'watchdog timeout'; then

@@ -5,11 +5,18 @@
                                    error, a 1008 close, then HTTP 429 IP_BLOCKED on reconnect
     ws_client.py hold HOST PORT    connects, prints "connected", answers pings, and waits
                                    for the server's close frame (e.g. 1001 on shutdown)
+    ws_client.py history HOST PORT ROOM USER SINCE N
+                                   joins ROOM as USER with `since` (SINCE "@all" sends "",
+                                   anything else is sent as the id), prints each replayed
+                                   frame ("ws: replayed <text>") and the history frame
+                                   ("ws: history <text>"), then sends N messages and prints
+                                   each echo ("ws: echo <text>"), exactly as received
 Exit status 0 when the expected happened. Prints one "ws: ..." line per event.
 """
 import base64
 import hashlib
 import os
+import re
 import socket
 import struct
 import sys
@@ -150,6 +157,63 @@ def hold(host, port):
         return 1
 
 
+def text_frames(r, s):
+    """Text frames as they come (pings answered); stops at a close frame."""
+    while True:
+        op, data = r.frame()
+        if op == 0x9:
+            send(s, 0xA, data)
+        elif op == 0x8:
+            say("server closed with", *close_info(data))
+            return
+        elif op == 0x1:
+            yield data.decode("utf-8")
+
+
+def history(host, port, room, user, since, n):
+    s, status, _, rest = connect(host, port)
+    say("handshake:", status)
+    if " 101 " not in status + " ":
+        return 1
+    since = "" if since == "@all" else since
+    join = (
+        '{"type":"join","data":{"room":"%s","user":{"id":"%s","name":"%s","avatar":null},'
+        '"since":"%s"}}' % (room, user, user, since)
+    )
+    send(s, 0x1, join.encode())
+    frames = text_frames(Reader(s, rest), s)
+    try:
+        first = next(frames)
+        say("joined:", first)
+        if not first.startswith('{"type":"userList"'):
+            return 1
+        for text in frames:
+            if text.startswith('{"type":"history"'):
+                say("history", text)
+                break
+            say("replayed", text)
+        else:
+            return 1
+        for i in range(n):
+            content = base64.b64encode(("systest %s %d" % (user, i)).encode()).decode()
+            send(s, 0x1, ('{"type":"message","data":{"content":"%s"}}' % content).encode())
+            for text in frames:
+                if re.match(r'\{"type":"message",', text) and content in text:
+                    say("echo", text)
+                    break
+            else:
+                return 1
+    except (EOFError, OSError, StopIteration) as e:
+        say("read ended:", e)
+        return 1
+    send(s, 0x8, struct.pack("!H", 1000))
+    s.close()
+    return 0
+
+
 if __name__ == "__main__":
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "history":
+        room, user, since, n = sys.argv[4], sys.argv[5], sys.argv[6], int(sys.argv[7])
+        sys.exit(history(host, port, room, user, since, n))
     sys.exit({"abuse": abuse, "hold": hold}[mode](host, port))

@@ -24,7 +24,7 @@ pub struct Snapshot {
     pub rooms: Vec<RoomState>,
     /// (index into `rooms`, age in milliseconds, frame), oldest first.
     pub frames: Vec<(u32, u64, Rc<[u8]>)>,
-    /// Hashes ([`stable_hash`]) of evicted rooms' names, oldest first.
+    /// Hashes (`stable_hash`) of evicted rooms' names, oldest first.
     pub tombstones: Vec<u64>,
     /// Evicted rooms were forgotten (see the tombstone bound).
     pub forgot: bool,
@@ -107,7 +107,7 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    /// An evicted room (its [`stable_hash`]).
+    /// An evicted room (its `stable_hash`).
     pub fn tombstone(&mut self, hash: u64) {
         self.history.tombs.add(hash);
     }

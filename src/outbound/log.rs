@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::conns::ConnId;
+use crate::history::RoomKey;
 
 /// One framed message in a room's log.
 pub(super) struct Entry {
@@ -39,6 +40,8 @@ pub struct RoomLog {
     bytes: usize,
     /// Byte offset just past the last entry.
     end_offset: u64,
+    /// The room's catch-up history, when it keeps one (v2 rooms only).
+    pub(super) history: Option<RoomKey>,
 }
 
 impl RoomLog {

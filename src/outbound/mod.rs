@@ -9,12 +9,16 @@
 //!   private buffer, and the flush that writes them;
 //! - [`policy`]: pacing and the slow-consumer rules, decided from progress
 //!   rather than from a momentarily full socket;
-//! - [`write`](mod@write): step 6, the socket write itself.
+//! - [`write`](mod@write): step 6, the socket write itself;
+//! - `catchup.rs`: catch-up (`PROTOCOL.md` section 7): relayed `message` and
+//!   `reaction` frames retained in [`History`], and replays streamed to a
+//!   joiner from those copies between its private buffer and its room log.
 //!
 //! The outbound side knows which log each connection reads, but not who is
 //! in a room: callers pass a room's members from [`crate::hub`]. It decides
 //! who is a slow consumer; closing one is [`crate::relay`]'s business.
 
+mod catchup;
 pub mod log;
 pub mod outbox;
 pub mod policy;
@@ -28,8 +32,10 @@ use std::rc::Rc;
 use crate::clock;
 use crate::config::Config;
 use crate::conns::{Close, ConnId, Conns};
+use crate::frame::FrameBuilder;
+use crate::history::{self, History, MessageIds};
 use crate::hub::{RoomId, Speaker};
-use crate::protocol::{self, Dialect, ErrorCode, FrameBuilder, Reaction};
+use crate::protocol::{self, Dialect, ErrorCode, Reaction};
 use log::RoomLog;
 use outbox::Outbox;
 pub use policy::Policy;
@@ -46,9 +52,11 @@ pub struct Outbound {
     /// By connection.
     boxes: Vec<Outbox>,
     frames: FrameBuilder,
-    /// Random per-process prefix of message ids, so ids stay unique across restarts.
-    id_prefix: String,
-    next_message: u64,
+    /// Message ids: a per-process prefix unlike the previous process's, so
+    /// ids stay unique across restarts.
+    ids: MessageIds,
+    /// Catch-up: the retained frames of the rooms that asked for them.
+    history: History,
     /// Bytes of every room log and unsent private buffer.
     queued_bytes: usize,
     policy: Policy,
@@ -56,19 +64,6 @@ pub struct Outbound {
     /// when it overflows, every room is checked.
     grown: heapless::Vec<RoomId, 4>,
     grown_overflow: bool,
-}
-
-fn random_prefix() -> String {
-    let mut bytes = [0u8; 8];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok();
-    if !ok {
-        // Fall back to time and pid: still distinct across restarts.
-        let t = clock::unix_millis() ^ (u64::from(std::process::id()) << 40);
-        bytes = t.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Outbound {
@@ -79,8 +74,8 @@ impl Outbound {
             // Reserved, not touched: untouched capacity costs no resident memory.
             boxes: Vec::with_capacity(cfg.max_connections as usize),
             frames: FrameBuilder::new(),
-            id_prefix: random_prefix(),
-            next_message: 0,
+            ids: MessageIds::new(None),
+            history: History::new(history::Limits::new(cfg)),
             queued_bytes: 0,
             policy: Policy::new(cfg),
             grown: heapless::Vec::new(),
@@ -124,7 +119,7 @@ impl Outbound {
     /// Forgets a connection that left its room: its unsent private bytes go.
     pub fn close(&mut self, id: ConnId) {
         let out = std::mem::take(&mut self.boxes[id.index()]);
-        self.queued_bytes -= out.private_pending();
+        self.queued_bytes -= out.private_pending() + out.pinned_bytes();
     }
 
     /// Member `id` starts receiving room `r`'s log from its next entry.
@@ -142,6 +137,7 @@ impl Outbound {
     /// Whether the log shrank below the pacing limit (its paused members
     /// may be read again).
     pub fn leave(&mut self, id: ConnId, r: RoomId, emptied: bool) -> bool {
+        self.end_replay(id);
         let out = &mut self.boxes[id.index()];
         out.room = None;
         let log = &mut self.logs[r.index()];
@@ -228,9 +224,13 @@ impl Outbound {
     /// frames that skip it at once: otherwise its position would rest there
     /// until it had something else to write, and it would not count as
     /// drained (a shutdown's close frame waits for that).
-    fn push_from(&mut self, from: &Speaker<'_>, skip: ConnId, conns: &Conns) {
+    /// With `retain`, a room with history keeps the frame (the same `Rc`).
+    fn push_from(&mut self, from: &Speaker<'_>, skip: ConnId, conns: &Conns, retain: bool) {
         let frame = self.frames.finish_shared();
         self.frames.shrink();
+        if retain {
+            self.retain(from.room, &frame);
+        }
         self.push_entry(from.room, from.members, frame, (skip, false), conns);
         if skip == from.id {
             let log = &self.logs[from.room.index()];
@@ -251,30 +251,29 @@ impl Outbound {
     /// `message`: relays already-validated ciphertext to the sender's room,
     /// with the next message id.
     pub fn relay_message(&mut self, from: &Speaker<'_>, content: &str, conns: &Conns) {
-        let seq = self.next_message + 1;
         let out = self.frames.begin();
         match from.dialect {
             Dialect::V2 => {
                 let now = clock::unix_millis();
-                protocol::write_message(out, from.json, &self.id_prefix, seq, content, now);
+                let seq = self.ids.next_seq();
+                protocol::write_message(out, from.json, self.ids.prefix(), seq, content, now);
             }
             Dialect::Legacy => protocol::write_legacy_message(out, content),
         }
-        self.next_message = seq;
-        self.push_from(from, Self::relay_skip(from), conns);
+        self.push_from(from, Self::relay_skip(from), conns, true);
     }
 
     /// `typing`: tells the other members.
     pub fn typing(&mut self, from: &Speaker<'_>, is_typing: bool, conns: &Conns) {
         protocol::write_typing(self.frames.begin(), from.dialect, from.json, is_typing);
-        self.push_from(from, from.id, conns);
+        self.push_from(from, from.id, conns, false);
     }
 
     /// `reaction`: relayed to the room like a message.
     pub fn reaction(&mut self, from: &Speaker<'_>, reaction: &Reaction<'_>, conns: &Conns) {
         let out = self.frames.begin();
         protocol::write_reaction(out, from.dialect, from.json, from.user_id, reaction);
-        self.push_from(from, Self::relay_skip(from), conns);
+        self.push_from(from, Self::relay_skip(from), conns, true);
     }
 
     // ----------------------------------------------------- private replies

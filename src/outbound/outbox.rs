@@ -18,8 +18,8 @@ use super::log::RoomLog;
 use super::{Outbound, write};
 use crate::clock;
 use crate::conns::{ConnId, Conns};
+use crate::history::Replay;
 use crate::hub::RoomId;
-use crate::protocol;
 use crate::status::Stats;
 
 /// Vectored writes gather at most this many slices.
@@ -47,6 +47,10 @@ pub struct Outbox {
     pub(super) stalled_since: u64,
     /// The room whose log this outbox reads, if any.
     pub(super) room: Option<RoomId>,
+    /// A catch-up replay under way: written after the private buffer and
+    /// before the room log (see `catchup.rs`). Boxed: rare, and an outbox
+    /// is per connection.
+    pub(super) replay: Option<Box<Replay>>,
     /// The close frame has been put into `private`.
     pub close_queued: bool,
 }
@@ -69,19 +73,41 @@ impl Outbox {
         self.private.len() - self.private_sent
     }
 
+    /// Bytes of a half-written replayed frame that only the replay may
+    /// keep alive (see [`Replay::pinned_bytes`]).
+    #[inline]
+    pub fn pinned_bytes(&self) -> usize {
+        self.replay.as_ref().map_or(0, |r| r.pinned_bytes())
+    }
+
     /// Everything queued for this connection: private bytes plus the room
-    /// log from its position.
+    /// log from its position, plus a replayed frame it pins. The rest of a
+    /// replay is not counted: it is read from the retained copies.
     #[inline]
     pub fn backlog(&self, log: Option<&RoomLog>) -> usize {
         let room = log.map_or(0, |l| {
             l.bytes_from(self.cursor).saturating_sub(self.partial)
         });
-        self.private_pending() + room
+        self.private_pending() + room + self.pinned_bytes()
     }
 
-    /// Whether nothing is left to write.
+    /// Whether nothing is left to write (a replay under way is something).
     pub fn is_drained(&self, log: Option<&RoomLog>) -> bool {
-        log.is_none_or(|l| !self.behind(l)) && self.private_pending() == 0
+        log.is_none_or(|l| !self.behind(l)) && self.private_pending() == 0 && self.replay.is_none()
+    }
+
+    /// The unsent bytes of the private buffer.
+    pub(super) fn private_unsent(&self) -> &[u8] {
+        &self.private[self.private_sent..]
+    }
+
+    /// Puts `rest`, the end of a frame already begun, before everything in
+    /// the private buffer (nothing of which has been written yet), so the
+    /// byte stream stays well formed.
+    pub(super) fn finish_first(&mut self, rest: &[u8]) {
+        debug_assert_eq!(self.private_sent, 0);
+        self.private.splice(0..0, rest.iter().copied());
+        self.private_tail += rest.len();
     }
 
     /// Whether the room log has frames queued for this member (a reply must
@@ -109,13 +135,11 @@ impl Outbox {
     pub fn leave(&mut self, log: &mut RoomLog, id: ConnId) -> usize {
         let mut added = 0;
         if self.partial > 0 {
-            let rest = &log.entry(self.cursor).frame[self.partial..];
             // The invariant of `gather`: with a half-written room frame,
             // nothing of the private buffer has been written yet.
-            debug_assert_eq!(self.private_sent, 0);
-            self.private.splice(0..0, rest.iter().copied());
-            self.private_tail += rest.len();
-            added += rest.len();
+            let entry = log.entry(self.cursor);
+            self.finish_first(&entry.frame[self.partial..]);
+            added += entry.frame.len() - self.partial;
             self.partial = 0;
         }
         // Entries before `base` were trimmed: they were never this member's to send.
@@ -174,16 +198,9 @@ impl Outbox {
             self.finish_entry(log, &mut n, &mut done);
         }
         // 2. The private buffer.
-        let take = n.min(self.private_pending());
-        self.private_sent += take;
+        let take = self.consume_private(n);
         n -= take;
         done.private_bytes = take;
-        if self.private_pending() == 0 && !self.private.is_empty() {
-            // Give the buffer back: an idle connection holds none.
-            self.private = Vec::new();
-            self.private_sent = 0;
-            self.private_tail = 0;
-        }
         // 3. Room frames, skipping entries not meant for this connection.
         if let Some(log) = log {
             while self.cursor < log.end() {
@@ -199,6 +216,20 @@ impl Outbox {
         }
         debug_assert_eq!(n, 0, "wrote more than was gathered");
         done
+    }
+
+    /// Counts up to `n` written bytes against the private buffer; returns
+    /// how many it took.
+    pub(super) fn consume_private(&mut self, n: usize) -> usize {
+        let take = n.min(self.private_pending());
+        self.private_sent += take;
+        if self.private_pending() == 0 && !self.private.is_empty() {
+            // Give the buffer back: an idle connection holds none.
+            self.private = Vec::new();
+            self.private_sent = 0;
+            self.private_tail = 0;
+        }
+        take
     }
 
     /// Counts up to `*n` written bytes against the entry at the cursor; when
@@ -301,7 +332,7 @@ impl Outbound {
 
     /// Puts the close frame in `id`'s private buffer; nothing may follow it.
     pub fn queue_close(&mut self, id: ConnId, code: u16, reason: &str) {
-        let frame = protocol::close_frame(code, reason);
+        let frame = crate::frame::close_frame(code, reason);
         self.queued_bytes += frame.len();
         let out = &mut self.boxes[id.index()];
         out.private_mut().extend_from_slice(&frame);
@@ -322,10 +353,11 @@ impl Outbound {
         members: impl Fn(RoomId) -> &'m [ConnId],
     ) -> Poll<io::Result<()>> {
         loop {
+            // Retention may have dropped what a replay had left.
+            self.finish_replay(id);
             let written = {
-                let out = &self.boxes[id.index()];
                 let mut iov = Iov::new();
-                out.gather(self.log(out.room), id, &mut iov);
+                self.gather(id, &mut iov);
                 if iov.is_empty() {
                     None
                 } else {
@@ -348,7 +380,11 @@ impl Outbound {
                 Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
                 Some(Poll::Pending) => {
                     let now = clock::now_micros();
-                    self.boxes[id.index()].note_write(false, true, now);
+                    // Only a replay waiting is no stall: replays are not
+                    // charged (a ping or live traffic behind it is).
+                    let out = self.outbox(id);
+                    let waiting = out.replay.is_none() || self.backlog(id) > out.pinned_bytes();
+                    self.boxes[id.index()].note_write(false, waiting, now);
                     return Poll::Pending;
                 }
             }
@@ -364,6 +400,10 @@ impl Outbound {
         stats: &mut Stats,
         members: impl Fn(RoomId) -> &'m [ConnId],
     ) {
+        if self.outbox(id).replay.is_some() {
+            self.consume_replay(id, n);
+            return;
+        }
         let out = &mut self.boxes[id.index()];
         let r = out.room;
         let mut log = r.map(|r| &mut self.logs[r.index()]);
@@ -462,13 +502,13 @@ mod tests {
     fn discarding_keeps_the_frame_being_written() {
         let mut o = Outbox::default();
         let frames: Vec<u8> = [
-            crate::protocol::close_frame(1000, "a"),
+            crate::frame::close_frame(1000, "a"),
             vec![0x81, 126, 0, 200],
             vec![b'x'; 200],
             vec![0x81, 3, b'a', b'b', b'c'],
         ]
         .concat();
-        let first = crate::protocol::close_frame(1000, "a").len();
+        let first = crate::frame::close_frame(1000, "a").len();
         o.private_mut().extend_from_slice(&frames);
         // Nothing written: everything goes.
         let mut fresh = Outbox::default();

@@ -7,7 +7,9 @@
 //! evicting the readers. A slow consumer is one that (a) has more than the
 //! per-connection bound queued, (b) took no byte for the stall time while
 //! bytes waited, or (c) has the largest backlog while the process budget is
-//! exceeded. Closing one is [`crate::relay`]'s business.
+//! exceeded. Closing one is [`crate::relay`]'s business. A catch-up replay
+//! is none of this: its bytes are not backlog, and a replaying member
+//! holds nobody back.
 
 use super::Outbound;
 use super::outbox::Outbox;
@@ -119,9 +121,13 @@ impl Outbound {
             return false;
         }
         let now = clock();
+        // A member replaying history holds nobody back: other members are
+        // not slowed down by a catch-up.
         members(r).iter().any(|&m| {
             let out = self.outbox(m);
-            out.backlog(Some(log)) > self.policy.pace && !self.policy.is_stuck(out, now)
+            out.backlog(Some(log)) > self.policy.pace
+                && !self.policy.is_stuck(out, now)
+                && out.replay.is_none()
         })
     }
 

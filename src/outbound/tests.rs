@@ -113,10 +113,10 @@ fn join(hub: &mut H, id: ConnId, room: &str, user: &str) -> Result<(), ErrorCode
 /// Takes up to `limit` pending bytes of `id` as if the socket accepted
 /// them, and returns the text frames that were completed.
 fn write(hub: &mut H, id: ConnId, limit: usize) -> Vec<u8> {
+    hub.outbound.finish_replay(id);
     let bytes: Vec<u8> = {
-        let out = hub.outbound.outbox(id);
         let mut iov = Iov::new();
-        out.gather(hub.outbound.log(out.room), id, &mut iov);
+        hub.outbound.gather(id, &mut iov);
         iov.iter().flat_map(|s| s.iter().copied()).collect()
     };
     let n = bytes.len().min(limit);
@@ -430,4 +430,162 @@ fn past_the_budget_the_largest_backlog_goes_first() {
     assert_eq!(h.close_state(far), SLOW);
     assert_eq!(h.close_state(near), Close::Open);
     assert!(h.queued_bytes() <= 1_048_576);
+}
+
+// ------------------------------------------------------------- catch-up
+
+/// A v2 join with `since`.
+fn join_since(hub: &mut H, id: ConnId, room: &str, user: &str, since: &str) {
+    let raw = format!(
+        r#"{{"room":"{room}","user":{{"id":"{user}","name":"{user}"}},"since":"{since}"}}"#
+    );
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+    hub.join(id, protocol::parse_join(Some(&raw)).unwrap())
+        .unwrap();
+}
+
+/// Each frame's type, and its content for messages.
+fn kinds(got: &[serde_json::Value]) -> Vec<String> {
+    got.iter()
+        .map(|v| match v["type"].as_str().unwrap() {
+            "message" => v["content"].as_str().unwrap().to_string(),
+            "history" => format!("history {} {}", v["count"], v["complete"]),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_runs_between_the_private_buffer_and_the_room_log() {
+    let mut h = hub(&[]);
+    let (a, b) = (conn(&mut h), conn(&mut h));
+    join_since(&mut h, a, "r", "a", "");
+    for m in ["AAAA", "BBBB", "CCCC"] {
+        h.relay_message(a, m).unwrap();
+    }
+    drain(&mut h, a);
+    join_since(&mut h, b, "r", "b", "");
+    // Only the userList is b's backlog: the replay is not charged.
+    let list = h.backlog(b);
+    assert!(list < 200, "{list}");
+    // A few bytes at a time; a reply asked for mid-replay lands between
+    // whole frames, and a live frame waits for the history frame.
+    let mut bytes = write(&mut h, b, 7);
+    bytes.extend(write(&mut h, b, list + 3));
+    assert!(h.outbound.outbox(b).pinned_bytes() > 0);
+    h.send_pong(b);
+    h.relay_message(a, "DDDD").unwrap();
+    // A reply asked for behind a live frame comes after it.
+    h.send_pong(b);
+    while !h.is_drained(b) {
+        bytes.extend(write(&mut h, b, 5));
+    }
+    let got = kinds(&frames(&bytes));
+    assert_eq!(
+        got,
+        [
+            "userList",
+            "AAAA",
+            "pong",
+            "BBBB",
+            "CCCC",
+            "history 3 true",
+            "DDDD",
+            "pong"
+        ]
+    );
+    drain(&mut h, a);
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn leaving_mid_replay_finishes_the_frame_begun_and_nothing_more() {
+    let mut h = hub(&[]);
+    let (a, b) = (conn(&mut h), conn(&mut h));
+    join_since(&mut h, a, "r", "a", "");
+    h.relay_message(a, "AAAA").unwrap();
+    h.relay_message(a, "BBBB").unwrap();
+    drain(&mut h, a);
+    join_since(&mut h, b, "r", "b", "");
+    // The userList, then 10 bytes of the first replayed frame.
+    let list = h.backlog(b);
+    let mut bytes = write(&mut h, b, list + 10);
+    assert_eq!(h.backlog(b), h.outbound.outbox(b).pinned_bytes());
+    h.leave(b).unwrap();
+    bytes.extend(write(&mut h, b, usize::MAX));
+    assert_eq!(kinds(&frames(&bytes)), ["userList", "AAAA"]);
+    assert!(h.is_drained(b));
+    drain(&mut h, a);
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn frames_dropped_under_a_replay_are_skipped_and_it_is_incomplete() {
+    let mut h = hub(&[("HISTORY_ROOM_FRAMES", "3")]);
+    let (a, b) = (conn(&mut h), conn(&mut h));
+    join_since(&mut h, a, "r", "a", "");
+    for m in ["AAAA", "BBBB", "CCCC"] {
+        h.relay_message(a, m).unwrap();
+    }
+    drain(&mut h, a);
+    join_since(&mut h, b, "r", "b", "");
+    let list = h.backlog(b);
+    let mut bytes = write(&mut h, b, list + 10);
+    let pinned = h.outbound.outbox(b).pinned_bytes();
+    assert!(pinned > 10);
+    // Three live frames push the three replayed ones out of retention,
+    // the one half written included: it is finished from the cursor's copy.
+    for m in ["DDDD", "EEEE", "FFFF"] {
+        h.relay_message(a, m).unwrap();
+    }
+    drain(&mut h, a);
+    assert_eq!(h.queued_bytes(), h.backlog(b));
+    while !h.is_drained(b) {
+        bytes.extend(write(&mut h, b, 9));
+    }
+    assert_eq!(
+        kinds(&frames(&bytes)),
+        [
+            "userList",
+            "AAAA",
+            "history 1 false",
+            "DDDD",
+            "EEEE",
+            "FFFF"
+        ]
+    );
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn a_replaying_member_holds_nobody_back() {
+    let mut h = hub(&[]);
+    let (a, b) = (conn(&mut h), conn(&mut h));
+    join_since(&mut h, a, "r", "a", "");
+    h.relay_message(a, "AAAA").unwrap();
+    drain(&mut h, a);
+    join_since(&mut h, b, "r", "b", "");
+    drain(&mut h, a);
+    // b replays and does not write; the room's live traffic piles up for
+    // it past the pacing limit.
+    let big = "QUJD".repeat(2000);
+    while h.backlog(b) <= h.outbound.policy.pace {
+        h.relay_message(a, &big).unwrap();
+        drain(&mut h, a);
+    }
+    assert!(!h.paced_at(a, || 0), "a replaying member paces nobody");
+    // Once its replay is over, it is an ordinary member again.
+    while h.outbound.outbox(b).replay.is_some() {
+        write(&mut h, b, 1);
+    }
+    assert!(h.paced_at(a, || 0), "a member far behind paces the room");
+}
+
+#[test]
+fn a_replay_cursor_is_small() {
+    // The README's memory formula counts it within the per-connection S.
+    let cursor = std::mem::size_of::<crate::history::Replay>();
+    assert!(cursor <= 64, "{cursor}");
+    let outbox = std::mem::size_of::<super::outbox::Outbox>();
+    assert!(outbox <= 96, "{outbox}");
 }

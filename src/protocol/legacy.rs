@@ -162,6 +162,7 @@ pub fn parse_legacy_join(payload: Option<&RawValue>) -> Result<JoinRequest, Erro
         room: room.into_owned(),
         user_id: id.into_owned(),
         user_json: String::from_utf8(json).expect("JSON built from UTF-8 strings"),
+        since: None,
     })
 }
 

@@ -58,11 +58,6 @@ pub use validate::{
     is_valid_avatar, is_valid_content, is_valid_emoji, is_valid_id, is_valid_username,
 };
 
-// Framing moved to `crate::frame`; these keep `protocol::…` call sites
-// elsewhere compiling until they import it from there.
-#[doc(no_inline)]
-pub use crate::frame::{FrameBuilder, PING_FRAME, close_frame, pong_control_frame};
-
 /// What one dialect defines: how its request bodies read, how its frames are
 /// written, and how its rooms behave. Each dialect's file implements it on a
 /// unit type; [`per_dialect!`] picks the implementation.
@@ -192,6 +187,9 @@ pub struct JoinRequest {
     /// (the members of a payload object, which `legacy.rs` turns into a
     /// `userList` entry).
     pub user_json: String,
+    /// v2 only: what the joiner asks to be replayed (`data.since`,
+    /// `PROTOCOL.md` section 7); `None` when absent and always in legacy.
+    pub since: Option<crate::history::Since>,
 }
 
 /// A client frame of either dialect, its body checked. A body's error is kept

@@ -100,6 +100,14 @@ struct JoinFields<'a> {
     room: Option<&'a RawValue>,
     #[serde(borrow, default)]
     user: Option<&'a RawValue>,
+    /// Present even when `null` (which is not a valid `since`).
+    #[serde(borrow, default, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -145,10 +153,13 @@ pub fn parse_join(data: Option<&RawValue>) -> Result<JoinRequest, ErrorCode> {
         None => json.extend_from_slice(b"null"),
     }
     json.push(b'}');
+    // Checked after the room and the user; a bad value is no join.
+    let since = crate::history::parse_since(fields.since).map_err(|_| ErrorCode::InvalidMessage)?;
     Ok(JoinRequest {
         room: room.into_owned(),
         user_id: id.into_owned(),
         user_json: String::from_utf8(json).expect("JSON built from UTF-8 strings"),
+        since,
     })
 }
 
@@ -304,5 +315,28 @@ mod tests {
         );
         assert_eq!(join(r#"[1]"#).err(), Some(ErrorCode::InvalidMessage));
         assert_eq!(parse_join(None).err(), Some(ErrorCode::InvalidMessage));
+    }
+    #[test]
+    fn join_since() {
+        use crate::history::Since;
+        let since = |v: &str| {
+            let text = format!(r#"{{"room":"r","user":{{"id":"a","name":"A"}}{v}}}"#);
+            let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+            parse_join(Some(&raw)).map(|j| j.since)
+        };
+        assert_eq!(since(""), Ok(None));
+        assert_eq!(since(r#","since":"""#), Ok(Some(Since::All)));
+        let id = Since::from_text("abc-12").unwrap();
+        assert_eq!(since(r#","since":"abc-12""#), Ok(Some(id)));
+        for bad in ["null", "1", "{}", "[]", "true", r#""a b""#, r#""a.b""#] {
+            let got = since(&format!(r#","since":{bad}"#));
+            assert_eq!(got, Err(ErrorCode::InvalidMessage), "{bad}");
+        }
+        let long = format!(r#","since":"{}""#, "x".repeat(65));
+        assert_eq!(since(&long), Err(ErrorCode::InvalidMessage));
+        // The room and the user are checked first.
+        let text = r#"{"room":"a b","user":{"id":"a","name":"A"},"since":7}"#;
+        let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+        assert_eq!(parse_join(Some(&raw)).err(), Some(ErrorCode::InvalidRoomId));
     }
 }

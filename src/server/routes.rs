@@ -215,6 +215,8 @@ fn snapshot(shared: &Shared) -> Snapshot {
         ip_blocks_total: hub.ips.blocks_total,
         rss_bytes: board::rss_bytes(),
         memory_bound_bytes: board::memory_bound_bytes(&shared.cfg),
+        history_rooms: hub.history_rooms(),
+        history_bytes: hub.history_bytes(),
         stats: hub.stats.clone(),
         http: HttpPhase {
             pending: shared.table.len() as u32,

@@ -55,7 +55,8 @@ async fn heartbeat(shared: Rc<Shared>) {
 }
 
 /// Four times a second, closes the connections whose sockets took no byte for the
-/// stall time while bytes waited (`SLOW_CONSUMER_STALL_SECS`).
+/// stall time while bytes waited (`SLOW_CONSUMER_STALL_SECS`), and drops
+/// catch-up history older than `HISTORY_SECS`.
 async fn stall_sweep(shared: Rc<Shared>) {
     loop {
         Timer::after(SWEEP_PERIOD).await;
@@ -64,6 +65,7 @@ async fn stall_sweep(shared: Rc<Shared>) {
             return;
         }
         hub.evict_stalled(clock::now_micros());
+        hub.outbound.expire_history();
     }
 }
 

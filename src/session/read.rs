@@ -202,7 +202,7 @@ impl Session {
             Message::Text(text) => self.on_text(&mut relay, text.as_str(), now),
             Message::Binary(_) => self.reject(&mut relay, ErrorCode::InvalidMessage),
             Message::Ping(payload) => {
-                relay.send_control(self.id, &protocol::pong_control_frame(&payload))
+                relay.send_control(self.id, &crate::frame::pong_control_frame(&payload))
             }
             Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(frame) => {

@@ -215,12 +215,14 @@ pub fn upgrade_request_to(path: &str, extra_headers: &[(&str, &str)]) -> String 
 }
 
 /// Reads an HTTP response head byte by byte, so no frame bytes are consumed.
+/// An interrupted read is retried (see [`Client::next_event`]).
 pub fn read_head(s: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match s.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             _ => break,
         }
     }
@@ -297,7 +299,14 @@ impl Client {
     }
 
     /// The next event, or None after `timeout` of silence.
+    ///
+    /// A read interrupted by the kernel is retried with what is left of
+    /// `timeout`: on Linux a `recv` on a socket with `SO_RCVTIMEO` fails with
+    /// EINTR when the test process is stopped and continued (job control, a
+    /// cgroup freezer, a debugger), with no signal handler involved, and
+    /// tungstenite passes that on with its state intact. It is no close.
     pub fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
         self.set_timeout(timeout);
         loop {
             match self.ws.read() {
@@ -312,6 +321,13 @@ impl Client {
                     return Some(Event::Closed(f.map(|f: CloseFrame| u16::from(f.code))));
                 }
                 Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.set_timeout(left);
+                }
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),

@@ -3,6 +3,7 @@
 plain WebSocket client for eavesdropping."""
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -150,9 +151,19 @@ def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, n: int) -> bytes:
     return out[:n]
 
 
+def invite_key(fragment: str) -> bytes:
+    """The room key of an invite fragment: base64url(key + CRC-16/CCITT-FALSE(key)), checked here
+    with Python's own CRC (binascii.crc_hqx), independently of the page's code."""
+    raw = base64.urlsafe_b64decode(fragment + "=" * (-len(fragment) % 4))
+    assert len(raw) == 34, fragment
+    key, check = raw[:32], raw[32:]
+    assert binascii.crc_hqx(key, 0xFFFF).to_bytes(2, "big") == check, "invite check"
+    return key
+
+
 def room_id_of_key(key_text: str) -> str:
     """The relay-side room id of an invite key (independently of the page's code)."""
-    key = base64.urlsafe_b64decode(key_text + "=" * (-len(key_text) % 4))
+    key = invite_key(key_text)
     rid = hkdf_sha256(key, b"rtce2ee-whisper/v1", b"room id", 12)
     return base64.urlsafe_b64encode(rid).decode().rstrip("=")
 

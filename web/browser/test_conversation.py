@@ -140,7 +140,7 @@ def test_long_name_on_a_phone(people, relay):
     join_link(bob, link, "Bob Short")
     say(alice, "a short note")
     mine = last_msg(alice)
-    expect(mine.locator(".mark")).to_have_text("✓ delivered", timeout=T)
+    expect(mine.locator(".mark")).to_have_text("✓ sent", timeout=T)
     theirs = expect_msg(bob, "Maximiliana Wilhelmina Bartholomew-Feath", "a short note")
     for p, m in ((alice, mine), (bob, theirs)):
         box = m.bounding_box()
@@ -174,7 +174,7 @@ def test_rate_limit_state(people):
     # The error line does not push the layout.
     assert abs(alice.page.locator("#composer").bounding_box()["y"] - composer_top) < 1
     failed = alice.page.locator("#log .msg.mine .mark.failed")
-    expect(failed.first).to_have_text("not delivered: sent too fast", timeout=T)
+    expect(failed.first).to_have_text("not sent: sent too fast", timeout=T)
     # Enter while blocked: told so, and the text stays in the box. (The pause
     # is short: if it ended before Enter, run into the limit again.)
     for _ in range(5):
@@ -189,7 +189,7 @@ def test_rate_limit_state(people):
     alice.page.screenshot(path=OUT / "rate-limit-360x780-light.png")
     # Once it clears, the reason stays on the message that was not delivered.
     expect(error).to_have_text("", timeout=T)
-    expect(failed.first).to_have_text("not delivered: sent too fast")
+    expect(failed.first).to_have_text("not sent: sent too fast")
     expect(alice.page.locator("#send")).to_be_enabled()
 
 

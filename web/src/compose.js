@@ -6,8 +6,10 @@ import { $ } from './dom.js';
 import { frameLimit } from './hub.js';
 import { seal, chatEnvelope, chatFrameLength } from './envelope.js';
 import { messageFrame, reactionFrame, typingFrame } from './frames.js';
+import { reactionEmoji } from './state.js';
+import { saveDraft } from './drafts.js';
 import { autosize, chatError } from './view.js';
-import { appendToLog, markFailed, messageEntry, scrollToEnd, setMark } from './log.js';
+import { appendToLog, markFailed, messageEntry, scrollToEnd, setPending } from './log.js';
 
 const TYPING_EVERY_MS = 3000;
 const TYPING_IDLE_MS = 4000;
@@ -66,22 +68,31 @@ export const stopBlock = () => clearInterval(blockTicker);
 
 function sendNow(room, entry) {
   const content = seal(room.messageKey, 'msg', chatEnvelope(entry.text, room.name));
-  setMark(entry, 'sending…');
+  setPending(entry, 'sending…');
   room.conn.send(messageFrame(content));
   room.expect({ kind: 'msg', content, entry });
 }
 
-/** Sends the message of `entry` now, or once the room is joined again. */
+/**
+ * Sends the message of `entry` now, or once the room is joined again and
+ * caught up (after what waits already, so messages keep the order they
+ * were typed in).
+ */
 export function queueSend(room, entry, text) {
   entry.text = text;
-  if (room.joined) sendNow(room, entry);
-  else if (room.queue(entry)) setMark(entry, 'waiting for the connection…');
+  if (room.joined && !room.replaying && !room.outbox.length) sendNow(room, entry);
+  else if (room.queue(entry)) setPending(entry, room.joined ? 'sending…' : 'waiting for the connection…');
   else markFailed(entry, 'too many waiting', () => queueSend(room, entry, text));
 }
 
-/** Sends what was typed while disconnected (the room was joined again). */
+/** Sends what was typed while disconnected or catching up (the room is joined and caught up). */
 export function flushOutbox(room) {
   for (const entry of room.takeOutbox()) sendNow(room, entry);
+}
+
+/** Sends again what went out on a dropped connection and, the catch-up shows, never reached the room. */
+export function resendUnconfirmed(room) {
+  for (const req of room.takeUnconfirmed()) sendNow(room, req.entry);
 }
 
 /** The composer's submit: shows the message at once and sends it, or says why not. */
@@ -104,22 +115,25 @@ export function submit(room) {
   }
   if (chatFrameLength(text, room.name) > frameLimit()) return;
   const entry = messageEntry(room.name, text, true);
+  entry.li.classList.add('pending');
   appendToLog(entry.li);
   scrollToEnd();
   queueSend(room, entry, text);
   box.value = '';
+  saveDraft(room.roomId, '');
   autosize();
   stopTyping(room);
   updateLeft(room);
 }
 
-/** Sends reaction `emoji` to message `messageId` (toggles one's own). */
+/** Gives reaction `emoji` to message `messageId`, or takes one's own back. */
 export function sendReaction(room, messageId, emoji) {
   if (!room.joined) {
     chatError('Not connected: the reaction was not sent.');
     return;
   }
-  room.conn.send(reactionFrame(messageId, emoji));
+  const mine = room.reactionSummary(messageId).some((x) => x.emoji === emoji && x.mine);
+  room.conn.send(reactionFrame(messageId, reactionEmoji(emoji, !mine)));
   room.expect({ kind: 'react' });
 }
 
@@ -127,6 +141,7 @@ export function sendReaction(room, messageId, emoji) {
 export function onInput(room) {
   autosize();
   updateLeft(room);
+  if (room) saveDraft(room.roomId, $('text').value);
   if (!room || !room.joined) return;
   const now = Date.now();
   if ($('text').value && now - room.typingSent > TYPING_EVERY_MS) {

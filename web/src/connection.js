@@ -1,15 +1,28 @@
-// One WebSocket to the hub that comes back by itself: exponential backoff with
-// jitter, an application ping to notice a dead link, and a visible state.
+// One WebSocket to the hub that comes back by itself: quick retries, then
+// exponential backoff with jitter, an application ping to notice a dead link, and a visible state.
 import { encodeFrame, pingFrame } from './frames.js';
 
-const BASE_MS = 1000;
-const CAP_MS = 30000;
 const PING_EVERY_MS = 25000;
 const PONG_WITHIN_MS = 10000;
+/** A connection attempt that has not opened by then is given up and retried. */
+const OPEN_WITHIN_MS = 6000;
+/** Retries about a second apart, this many, before the delays grow. */
+export const QUICK_TRIES = 16;
+const CAP_MS = 30000;
 
-/** Delay before reconnect attempt `n` (0-based): half fixed, half random ("equal jitter"). */
+/**
+ * Delay before reconnect attempt `n` (0-based). A hub that restarts (an
+ * upgrade, `systemctl restart`) is back within seconds, so the page is too:
+ * a first retry after 0.1-0.25 s, then one every 0.75-1.25 s for 11 to
+ * 19 seconds, so that it is back within about a second of the hub
+ * answering again. Only then does it back off: doubling from 2 s to 30 s,
+ * half of each delay random ("equal jitter"). The jitter keeps the phones
+ * of a room from retrying in step.
+ */
 export function backoffDelay(n, random = Math.random) {
-  const ceiling = Math.min(CAP_MS, BASE_MS * 2 ** Math.min(n, 15));
+  if (n <= 0) return Math.round(100 + random() * 150);
+  if (n < QUICK_TRIES) return Math.round(750 + random() * 500);
+  const ceiling = Math.min(CAP_MS, 2000 * 2 ** Math.min(n - QUICK_TRIES, 15));
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
 
@@ -86,7 +99,10 @@ export class Connection {
       return;
     }
     this.ws = ws;
+    // A hub that is down or unreachable may leave the attempt hanging: give it up in time.
+    this.pongTimer = setTimeout(() => ws.close(), OPEN_WITHIN_MS);
     ws.onopen = () => {
+      clearTimeout(this.pongTimer);
       this.h.onState({ state: 'connected' });
       this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
       this.h.onOpen();

@@ -4,6 +4,7 @@
 import { $ } from './dom.js';
 import { showUnread, chime, buzz } from './notify.js';
 import { appendToLog, atEnd, placeDivider, showJump } from './log.js';
+import { saveReadUpTo } from './drafts.js';
 
 /** The page's title without an unread count. */
 export const TITLE = 'Whisper';
@@ -15,6 +16,7 @@ const away = () => !(document.visibilityState === 'visible' && document.hasFocus
 export function showIncoming(r, node) {
   const gone = away();
   const followed = appendToLog(node);
+  if (!gone && followed) seen(r);
   if (gone || !followed) {
     if (!r.unseen) placeDivider(node);
     r.unseen++;
@@ -40,6 +42,7 @@ export function seen(r, scrolled = false) {
   if (!away() && atEnd()) {
     r.unseen = 0;
     showJump(0);
+    if (r.lastShownId) saveReadUpTo(r.roomId, r.lastShownId);
   }
 }
 

@@ -3,9 +3,11 @@
 // Key schedule (all versions are "v1"; salt = "rtce2ee-whisper/v1"):
 //   room key K       32 random bytes (invite link) or scrypt(passphrase, room name)
 //   room id          base64url(HKDF-SHA256(K, salt, "room id", 12 bytes)): 16 characters,
-//                    the only room name the relay ever sees; for a passphrase room
-//                    HKDF-SHA256(normalised room name, salt, "room name id", 12 bytes)
+//                    the only room name the relay ever sees, for passphrase rooms too
 //   message key      HKDF-SHA256(K, salt, "message key", 32 bytes)
+// A passphrase room also has a door (door.js), where a wrong passphrase shows:
+//   door id          base64url(HKDF-SHA256(normalised room name, salt, "room name id", 12 bytes))
+//   door check       base64url(HKDF-SHA256(K, salt, "door check", 1 byte)): 8 bits of K
 // Sealed content:    base64url(nonce) "." base64url(XChaCha20-Poly1305(message key,
 //                    nonce, JSON, aad = "rtce2ee-whisper/v1/" + kind)), nonce 24 random bytes.
 // The kind in the associated data keeps a sealed profile from being replayed as a
@@ -42,17 +44,33 @@ export function decodeKey(text) {
 }
 
 /**
- * The room id and the message key for room key `key`. A passphrase room
- * passes its room name: its id then comes from the name alone, so that a
- * member who mistyped the passphrase lands in the same room and sees
- * "can't decrypt" instead of an empty room of its own.
+ * The room id and the message key for room key `key`. The id comes from the
+ * key alone, for a passphrase room too: whoever knows only the room's name
+ * cannot find the room, nor fetch the ciphertext the hub keeps for catch-up
+ * (PROTOCOL.md section 7) to test guessed passphrases against.
  */
-export function deriveRoom(key, roomName = null) {
+export function deriveRoom(key) {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) throw new TypeError('room key must be 32 bytes');
-  const roomId = roomName === null
-    ? hkdf(sha256, key, SALT, utf8('room id'), 12)
-    : hkdf(sha256, utf8(normalizeRoomName(roomName)), SALT, utf8('room name id'), 12);
-  return { roomId: toB64u(roomId), messageKey: hkdf(sha256, key, SALT, utf8('message key'), KEY_BYTES) };
+  return {
+    roomId: toB64u(hkdf(sha256, key, SALT, utf8('room id'), 12)),
+    messageKey: hkdf(sha256, key, SALT, utf8('message key'), KEY_BYTES),
+  };
+}
+
+/**
+ * The door of a passphrase room: `{doorId, check}`. Everyone who typed the
+ * same room name meets at the door id (a room of the relay's where nothing
+ * is said and nothing is kept) and shows the check: 8 bits of the room key,
+ * so that a different check tells a mistyped passphrase (255 times in 256)
+ * while giving a guesser of passphrases almost nothing to test against.
+ */
+export function doorOf(roomName, key) {
+  const name = normalizeRoomName(roomName);
+  if (!name) throw new TypeError('room name is empty');
+  return {
+    doorId: toB64u(hkdf(sha256, utf8(name), SALT, utf8('room name id'), 12)),
+    check: toB64u(hkdf(sha256, key, SALT, utf8('door check'), 1)),
+  };
 }
 
 /** How a room name is compared: Unicode NFKC, trimmed, inner spaces collapsed, lower case. */

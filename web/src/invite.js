@@ -4,7 +4,7 @@
 // offers the hub's network names, which a phone can reach.
 import { $, el } from './dom.js';
 import { hub } from './hub.js';
-import { encodeKey } from './envelope.js';
+import { encodeInvite } from './invitecode.js';
 import { qrSvg } from './qrsvg.js';
 
 /** Whether `h` names this machine only. */
@@ -21,7 +21,7 @@ export function inviteHosts() {
 }
 
 /** The invite link of room key `key` at `host`. */
-export const inviteLink = (host, key) => `${location.protocol}//${host}${location.pathname}#${encodeKey(key)}`;
+export const inviteLink = (host, key) => `${location.protocol}//${host}${location.pathname}#${encodeInvite(key)}`;
 
 let current = null;
 

@@ -4,6 +4,8 @@
 import { $, el, button, store } from './dom.js';
 import { newRoomKey, decodeKey } from './envelope.js';
 import { openInvite } from './invite.js';
+import { decodeInvite } from './invitecode.js';
+import { chatError } from './view.js';
 import { MAX_NAME, current, cut, enterRoom, leaveRoom } from './room.js';
 import { forgetRoom, rememberRoom, savedRooms } from './saved.js';
 
@@ -41,20 +43,54 @@ function displayName() {
   return name;
 }
 
-/** Reads an invite key from the address's fragment, then removes it from there. */
+const DAMAGED = 'This invite link is damaged: a character was changed, added or left out. Ask for it again.';
+
+/**
+ * Reads an invite from the address's fragment, then removes it from there.
+ * Returns the invite ({key, legacy}), or null (none, or damaged: then the
+ * lobby says so and nothing is joined).
+ */
 export function readInviteFragment() {
   const frag = location.hash.slice(1);
-  if (!frag) return;
+  if (!frag) return null;
   // The key must not stay in the address bar, the history or a bookmark.
   history.replaceState(null, '', location.pathname + location.search);
-  const key = decodeKey(frag);
-  if (!key) {
-    lobbyError('This invite link is damaged. Ask for it again.');
+  const invite = decodeInvite(frag);
+  invitedKey = invite ? invite.key : null;
+  $('invited').hidden = !invite;
+  $('invite-old').hidden = !invite || !invite.legacy;
+  $('new-room').classList.replace(invite ? 'primary' : 'secondary', invite ? 'secondary' : 'primary');
+  if (!invite) lobbyError(DAMAGED);
+  return invite;
+}
+
+const sameKey = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * An invite typed or pasted into this tab (only the fragment changed): taken
+ * up at once. In the lobby it is offered as on arrival; in a room, a link to
+ * another room goes there (the room left stays in Your rooms), and a damaged
+ * one is reported without leaving.
+ */
+export function takeInvite() {
+  if (!location.hash.slice(1)) return;
+  const r = current();
+  if (!r) {
+    lobbyError('');
+    if (readInviteFragment()) $('join-invite').focus();
     return;
   }
-  invitedKey = key;
-  $('invited').hidden = false;
-  $('new-room').classList.replace('primary', 'secondary');
+  const invite = readInviteFragment();
+  if (!invite) {
+    chatError(`${DAMAGED} You are still in this room.`);
+    return;
+  }
+  invitedKey = null;
+  $('invited').hidden = true;
+  $('new-room').classList.replace('secondary', 'primary');
+  if (!r.roomName && sameKey(invite.key, r.key)) return;
+  leaveRoom();
+  enterRoom(invite.key, r.name, '');
 }
 
 function deriveInWorker(roomName, passphrase) {
@@ -168,7 +204,7 @@ export function initLobby() {
     lobbyError('');
     const name = displayName();
     if (name) {
-      enterRoom(newRoomKey(), name, '', $('new-title').value.trim() || `${name}'s room`);
+      enterRoom(newRoomKey(), name, '', $('new-title').value.trim() || `${name}'s room`, true);
       $('new-title').value = '';
       openInvite(current());
     }

@@ -26,11 +26,18 @@ export function atEnd() {
   return log.scrollHeight - log.scrollTop - log.clientHeight < NEAR_END;
 }
 
-/** Appends to the log, following the end only when the reader was there; returns whether it followed. */
+/**
+ * Appends to the log, following the end only when the reader was there;
+ * returns whether it followed. One's own messages that the hub does not have
+ * yet stay at the end (class `pending`): what arrives meanwhile goes above
+ * them, in the room's order.
+ */
 export function appendToLog(node) {
   const log = $('log');
   const follow = atEnd();
-  log.append(node);
+  const pending = node.classList.contains('pending') ? null : log.querySelector(':scope > .pending');
+  if (pending) pending.before(node);
+  else log.append(node);
   while (log.childElementCount > LOG_LIMIT) log.firstElementChild.remove();
   if (follow) log.scrollTop = log.scrollHeight;
   return follow;
@@ -98,36 +105,60 @@ export function setMark(entry, text) {
   entry.mark.classList.remove('failed');
 }
 
-/** Marks one's own message as echoed by the relay. */
-export function markDelivered(entry) {
-  entry.mark.textContent = '✓ delivered';
+/** One's own message is on its way (again): it goes to the end, below what the room has. */
+export function setPending(entry, text) {
+  setMark(entry, text);
+  entry.li.classList.add('pending');
+  if (entry.li.isConnected) $('log').append(entry.li);
+}
+
+/**
+ * Marks one's own message as sent: the hub echoed it, so the room has it, and
+ * the hub keeps it for members who come back later. It takes its place in
+ * the room's order: above one's messages still on their way.
+ */
+export function markSent(entry) {
+  entry.mark.textContent = '✓ sent';
+  entry.mark.title = 'The hub has it: everyone in the room gets it, also those who come back within its catch-up time.';
   entry.mark.classList.remove('failed');
   entry.mark.classList.add('delivered');
   entry.li.querySelector('.retry')?.remove();
+  const li = entry.li;
+  li.classList.remove('pending');
+  const first = li.isConnected && $('log').querySelector(':scope > .pending');
+  if (first && first.compareDocumentPosition(li) & Node.DOCUMENT_POSITION_FOLLOWING) first.before(li);
 }
 
 /** Whether one's own message was echoed already. */
 export const isDelivered = (entry) => !entry.mark || entry.mark.classList.contains('delivered');
 
 /**
- * Marks one's own message as not delivered, saying why (`reason`), with a
+ * Marks one's own message as not sent, saying why (`reason`), with a
  * "Send again" button calling `onRetry`.
  */
 export function markFailed(entry, reason, onRetry) {
   if (isDelivered(entry)) return;
   const follow = atEnd();
-  entry.mark.textContent = reason ? `not delivered: ${reason}` : 'not delivered';
+  entry.li.classList.remove('pending');
+  entry.mark.textContent = reason ? `not sent: ${reason}` : 'not sent';
   entry.mark.classList.add('failed');
   if (!entry.li.querySelector('.retry')) {
     const b = button('retry', 'Send again', () => {
       b.remove();
-      setMark(entry, 'sending…');
       onRetry();
     });
     entry.li.append(b);
   }
   // The bubble grew: keep it in view for a reader at the end.
   if (follow) $('log').scrollTop = $('log').scrollHeight;
+}
+
+/** A quiet line in the log, before `before` if given (else at the end): "Some earlier messages may be missing". */
+export function quietLine(text, cls, before = null) {
+  const p = el('p', `msg system ${cls}`, text);
+  if (before && before.isConnected) before.before(p);
+  else appendToLog(p);
+  return p;
 }
 
 /** The message undecryptable for this page, from someone with another key. */

@@ -15,7 +15,7 @@ import { decodeKey } from './envelope.js';
 import { armSound } from './notify.js';
 import { loadHubInfo } from './hub.js';
 import { initInvite, openInvite } from './invite.js';
-import { initLobby, invited, readInviteFragment, retype, showLeft } from './lobby.js';
+import { initLobby, invited, readInviteFragment, retype, showLeft, takeInvite } from './lobby.js';
 import { current, enterRoom, leaveRoom } from './room.js';
 import { onInput, submit, updateLeft } from './compose.js';
 import { seen } from './cues.js';
@@ -32,6 +32,8 @@ function init() {
   initLobby();
   initInvite();
   readInviteFragment();
+  // An invite typed or pasted into this tab changes only the fragment: no reload.
+  addEventListener('hashchange', takeInvite);
   loadHubInfo().then(() => updateLeft(current()));
 
   $('composer').onsubmit = (ev) => {

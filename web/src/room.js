@@ -1,28 +1,31 @@
-// Being in a room: entering and leaving, the connection, and what to do with
-// each frame the relay sends. State lives in a RoomState (state.js), the
-// look in view.js, what this page says in compose.js.
-import { $, store, tabStore } from './dom.js';
-import { encodeKey, deriveRoom, seal, open, personTag } from './envelope.js';
+// Being in a room: entering and leaving, the connection, joining with a
+// catch-up (`since`, PROTOCOL.md section 7) and the frames about the room
+// itself; messages, reactions and typing go to incoming.js. State lives in a
+// RoomState (state.js), the look in view.js, what this page says in compose.js.
+import { $, el, store, tabStore } from './dom.js';
+import { encodeKey, deriveRoom, doorOf, seal, personTag } from './envelope.js';
+import { checkKey, openDoor } from './door.js';
 import { toB64u, fromB64u } from './codec.js';
 import { Connection } from './connection.js';
 import { errorSentence, retrySeconds, closeSentence } from './errors.js';
 import { joinFrame, leaveFrame, REQUEST_ERRORS } from './frames.js';
-import { TITLE, clearCues, showIncoming } from './cues.js';
-import { RoomState } from './state.js';
-import { rememberRoom, relabelRoom } from './saved.js';
-import { block, flushOutbox, queueSend, sendReaction, stopBlock, updateLeft } from './compose.js';
+import { TITLE, clearCues } from './cues.js';
+import { MAX_NAME, RoomState, cut } from './state.js';
+import { rememberRoom, relabelRoom, savedRooms } from './saved.js';
+import { loadDraft, loadReadUpTo } from './drafts.js';
+import { hub, loadHubInfo } from './hub.js';
 import {
-  appendToLog, markDelivered, markFailed, messageEntry, scrollToEnd, setTime, system, undecryptableEntry,
-} from './log.js';
-import { QUICK, addReactions, renderReactions } from './reactions.js';
+  block, flushOutbox, queueSend, resendUnconfirmed, stopBlock, updateLeft,
+} from './compose.js';
+import { appendToLog, markFailed, quietLine, setPending, system } from './log.js';
+import { onMessage, onReaction, readProfile, setTyping } from './incoming.js';
 import {
-  chatError, renderMembers, renderTyping, showConnState, showDropped, showWrongKey, stopConnTicker, togglePanel,
+  autosize, chatError, renderMembers, showConnState, showDropped, showWrongKey, stopConnTicker, togglePanel,
 } from './view.js';
 
-export { TITLE };
-/** Display names and room names are cut to this many characters. */
-export const MAX_NAME = 40;
-const TYPING_SHOWN_MS = 6000;
+export { TITLE, MAX_NAME, cut };
+/** A catch-up the relay has not ended by then is taken as over (a safety net: it always ends one). */
+const HISTORY_WAIT_MS = 30000;
 
 let room = null;
 
@@ -39,9 +42,6 @@ function browserSecret() {
   return secret;
 }
 
-/** `text` cut to `max` characters (whole code points). */
-export const cut = (text, max = MAX_NAME) => Array.from(text).slice(0, max).join('');
-
 /** The sealed profile: name, person tag, and the room's name when known (left out if too long). */
 function profile(r) {
   const p = { n: r.name, p: r.myTag };
@@ -54,14 +54,21 @@ const savedForm = (r) => ({ k: encodeKey(r.key), r: r.roomName, l: r.label, n: r
 
 /**
  * Enters a room: an invite-link room, or with `roomName` a passphrase room.
- * `title` is the room's name if this page knows it (its creator typed it).
+ * `title` is the room's name if this page knows it (its creator typed it);
+ * `created` when this page has just made the room.
  */
-export function enterRoom(key, name, roomName = '', title = '') {
-  const { roomId, messageKey } = deriveRoom(key, roomName || null);
+export function enterRoom(key, name, roomName = '', title = '', created = false) {
+  const { roomId, messageKey } = deriveRoom(key);
+  const k = encodeKey(key);
+  const known = savedRooms().find((e) => e.k === k && e.r === roomName);
   const r = new RoomState({
-    key, roomId, messageKey, name, roomName, title: cut((title || '').trim()), myTag: personTag(browserSecret(), roomId),
+    key, roomId, messageKey, name, roomName, title: cut((title || known?.n || '').trim()), myTag: personTag(browserSecret(), roomId),
   });
   r.profile = profile(r);
+  r.created = created;
+  // Someone entering a room for the first time from this browser sees what came before as earlier messages.
+  r.newcomer = !created && !known;
+  r.readUpTo = loadReadUpTo(roomId);
   room = r;
   saveRoom(r);
   $('lobby').hidden = true;
@@ -72,6 +79,8 @@ export function enterRoom(key, name, roomName = '', title = '') {
   showDropped(0);
   showWrongKey('');
   if (matchMedia('(min-width: 720px)').matches) togglePanel('members', true);
+  $('text').value = loadDraft(roomId);
+  autosize();
   updateLeft(r);
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
   r.conn = new Connection(url, {
@@ -81,6 +90,13 @@ export function enterRoom(key, name, roomName = '', title = '') {
     onClose: (code) => onClosed(r, code),
   });
   r.conn.start();
+  if (roomName) {
+    const { doorId, check } = doorOf(roomName, key);
+    r.closeDoor = openDoor(url, doorId, check, r.myTag, (seen) => {
+      r.door = seen;
+      if (room === r) checkKey(r);
+    });
+  }
   $('text').focus();
 }
 
@@ -89,8 +105,70 @@ function saveRoom(r) {
   tabStore.set('whisper.room', JSON.stringify({ k: encodeKey(r.key), r: r.roomName, t: r.title }));
 }
 
+/**
+ * Joins with `since`: '' on an empty screen (everything the room retained is
+ * shown), else the last message id seen (what was said meanwhile follows).
+ */
 function sendJoin(r) {
-  r.conn.send(joinFrame({ room: r.roomId, userId: r.myId, avatar: r.profile }));
+  r.replaying = true;
+  r.replayFirst = null;
+  r.quietReplay = !r.everJoined;
+  r.conn.send(joinFrame({ room: r.roomId, userId: r.myId, avatar: r.profile, since: r.since }));
+}
+
+/** Waits for the catch-up's end: the `history` frame, unless the hub predates catch-up (hub.js). */
+function awaitHistory(r) {
+  clearTimeout(r.historyWait);
+  r.historyWait = setTimeout(() => endReplay(r, null), HISTORY_WAIT_MS);
+  loadHubInfo().then(() => hub.history || endReplay(r, null));
+}
+
+/**
+ * The catch-up is over (`f`: the `history` frame; null when the relay sent
+ * none). What was sent before a drop and is still unconfirmed never reached
+ * the room: it goes again. Without a history frame nobody can tell, so it
+ * waits for a tap on Send again, as before catch-up existed.
+ */
+function endReplay(r, f) {
+  clearTimeout(r.historyWait);
+  if (!r.replaying) return;
+  r.replaying = false;
+  if (r.earlier && !r.replayFirst) r.earlier.remove();
+  r.earlier = null;
+  const first = r.announce;
+  if (f && f.complete === false && !(first && r.created)) {
+    quietLine('Some earlier messages may be missing', 'gap', r.replayFirst);
+  }
+  if (first) system(first);
+  r.announce = '';
+  if (f) resendUnconfirmed(r);
+  else for (const req of r.takeUnconfirmed()) failed(r, req.entry, 'connection lost');
+  // Then what was typed offline, in the order it was typed. The join carried
+  // `since`, so the room keeps history from then on: these reach every
+  // member, whoever comes back first.
+  flushOutbox(r);
+}
+
+/** `userList`: the join succeeded. */
+function joined(r, users) {
+  r.members.clear();
+  for (const u of users) addMember(r, u);
+  membersChanged(r);
+  const first = !r.everJoined;
+  r.joined = r.everJoined = true;
+  r.conn.healthy();
+  showState(r, { state: 'connected' });
+  chatError('');
+  if (first) {
+    r.announce = r.newcomer || r.created ? 'You joined the room.' : 'You are back in the room.';
+    if (r.newcomer) {
+      r.earlier = el('p', 'divider earlier');
+      r.earlier.setAttribute('role', 'separator');
+      r.earlier.append(el('span', '', 'Earlier messages'));
+      appendToLog(r.earlier);
+    }
+  } else system('Reconnected.');
+  awaitHistory(r);
 }
 
 /** Leaves the room for the lobby; returns what it takes to rejoin: `{k, r, l, n}` (saved.js). */
@@ -99,6 +177,7 @@ export function leaveRoom() {
   const r = room;
   r.conn.send(leaveFrame());
   r.conn.stop();
+  r.closeDoor?.();
   room = null;
   stopBlock();
   showConnState({ state: 'connecting' }, () => false);
@@ -118,8 +197,12 @@ function showState(r, s) {
 function onClosed(r, code) {
   if (room !== r) return;
   r.joined = false;
-  // What was sent but not confirmed may or may not have reached the room.
-  for (const req of r.takeAllOpen()) if (req.kind === 'msg') failed(r, req.entry, 'connection lost');
+  // A catch-up cut short resumes after the last id seen, at the next join.
+  clearTimeout(r.historyWait);
+  r.replaying = false;
+  // What was sent but not echoed may or may not have reached the room: the next catch-up tells.
+  for (const req of r.holdUnconfirmed()) failed(r, req.entry, 'too many waiting');
+  for (const req of r.unconfirmed) setPending(req.entry, 'waiting for the connection…');
   const why = closeSentence(code);
   chatError(why ? `${why} Reconnecting…` : '');
 }
@@ -129,11 +212,9 @@ function failed(r, entry, reason) {
 }
 
 function addMember(r, user) {
-  const opened = open(r.messageKey, 'profile', user.avatar);
-  const v = opened.ok && opened.value && typeof opened.value === 'object' ? opened.value : {};
-  const name = typeof v.n === 'string' ? cut(v.n) : null;
-  r.addMember(user.id, name, typeof v.p === 'string' ? v.p : '', typeof v.r === 'string' ? cut(v.r) : '');
-  return name;
+  const p = readProfile(r, user.avatar);
+  r.addMember(user.id, p.name, p.tag, p.title);
+  return p.name;
 }
 
 function membersChanged(r) {
@@ -147,33 +228,15 @@ function membersChanged(r) {
   checkKey(r);
 }
 
-/** In a passphrase room where no one else's profile opens, the passphrase typed here is probably wrong. */
-function checkKey(r) {
-  if (!r.roomName || r.othersReadable() || !r.othersUnreadable()) {
-    showWrongKey('');
-    return;
-  }
-  const others = [...r.members.keys()].filter((id) => id !== r.myId).length;
-  showWrongKey(others > 1
-    ? 'Nobody here can read your messages, and you cannot read theirs: the passphrase you typed is probably not the one the others use.'
-    : 'The other person here uses another passphrase: one of you probably mistyped it. Check yours.');
-}
-
 function onFrame(r, f) {
   switch (f.type) {
-    case 'userList': {
-      r.members.clear();
-      for (const u of f.users || []) addMember(r, u);
-      membersChanged(r);
-      const first = !r.everJoined;
-      r.joined = r.everJoined = true;
-      r.conn.healthy();
-      showState(r, { state: 'connected' });
-      chatError('');
-      system(first ? 'You joined the room.' : 'Reconnected.');
-      flushOutbox(r);
+    case 'userList':
+      joined(r, f.users || []);
       break;
-    }
+    case 'history':
+      hub.history = true; // whatever /health said
+      endReplay(r, f);
+      break;
     case 'userJoined': {
       const name = addMember(r, f.user);
       system(r.isMe(f.user.id) ? 'You opened this room in another tab.' : `${name || 'Someone with another key'} joined.`);
@@ -204,60 +267,6 @@ function onFrame(r, f) {
   }
 }
 
-function onMessage(r, f) {
-  if (f.user && f.user.id === r.myId) {
-    const req = r.takeEcho(f.content);
-    if (req) {
-      setTime(req.entry, f.timestamp);
-      markDelivered(req.entry);
-      attachReactions(r, req.entry, f.id);
-    }
-    return;
-  }
-  const opened = open(r.messageKey, 'msg', f.content);
-  const sender = f.user ? r.members.get(f.user.id) : null;
-  if (!opened.ok || typeof opened.value.t !== 'string') {
-    if (sender && sender.name) {
-      // The sender holds our key (its profile opened), so this was altered on the way.
-      showDropped(++r.dropped);
-      return;
-    }
-    showIncoming(r, undecryptableEntry(f.timestamp).li);
-    if (f.id) r.lastShownId = f.id;
-    return;
-  }
-  const who = typeof opened.value.n === 'string' ? cut(opened.value.n) : 'someone';
-  if (f.user && r.isMe(f.user.id)) {
-    // Said in another tab of this browser: one's own message.
-    const entry = messageEntry(who, opened.value.t, true, '✓ from your other tab');
-    entry.mark.classList.add('delivered');
-    setTime(entry, f.timestamp);
-    attachReactions(r, entry, f.id);
-    if (appendToLog(entry.li)) scrollToEnd();
-    return;
-  }
-  const entry = messageEntry(who, opened.value.t, false);
-  setTime(entry, f.timestamp);
-  attachReactions(r, entry, f.id);
-  showIncoming(r, entry.li);
-  if (f.user) setTyping(r, f.user.id, false);
-}
-
-function attachReactions(r, entry, id) {
-  if (!id || entry.id) return;
-  entry.id = id;
-  r.remember(id, entry);
-  addReactions(entry, (emoji) => sendReaction(r, id, emoji));
-}
-
-function onReaction(r, f) {
-  if (f.user && f.user.id === r.myId) r.takeReactionEcho();
-  const entry = r.messages.get(f.messageId);
-  if (!entry || !f.user || !QUICK.includes(f.emoji)) return;
-  r.toggleReaction(f.messageId, f.emoji, f.user.id);
-  renderReactions(entry, r.reactionSummary(f.messageId), (emoji) => sendReaction(r, entry.id, emoji));
-}
-
 const REASONS = { RATE_LIMITED: 'sent too fast', MESSAGE_TOO_LARGE: 'too long', NOT_IN_ROOM: 'not connected yet' };
 
 function onError(r, f) {
@@ -272,11 +281,4 @@ function onError(r, f) {
     r.renewId();
     sendJoin(r);
   }
-}
-
-function setTyping(r, id, on) {
-  clearTimeout(r.typers.get(id));
-  if (on) r.typers.set(id, setTimeout(() => setTyping(r, id, false), TYPING_SHOWN_MS));
-  else r.typers.delete(id);
-  renderTyping([...r.typers.keys()].map((i) => r.memberName(i) || 'someone'));
 }

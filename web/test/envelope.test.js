@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import nodeCrypto from 'node:crypto';
 import {
-  newRoomKey, encodeKey, decodeKey, deriveRoom, normalizeRoomName, passphraseKey, passphraseKeyAsync,
+  newRoomKey, encodeKey, decodeKey, deriveRoom, doorOf, normalizeRoomName, passphraseKey, passphraseKeyAsync,
   seal, open, sealedLength, chatFrameLength, chatEnvelope, SCRYPT_PARAMS, NONCE_BYTES,
 } from '../src/envelope.js';
 import { toB64u, fromB64u } from '../src/codec.js';
@@ -164,13 +164,17 @@ test('frame length prediction is exact', () => {
   }
 });
 
-test('passphrase rooms: the id comes from the name alone, the key from both', () => {
+test('passphrase rooms: the id comes from the key (so the passphrase), the door from the name alone', () => {
   const small = { N: 1024, r: 8, p: 1, dkLen: 32 };
-  const right = deriveRoom(passphraseKey('Book Club', 'right', small), 'Book Club');
-  const wrong = deriveRoom(passphraseKey('book  club', 'wrong', small), 'book  club');
-  assert.equal(right.roomId, wrong.roomId);
+  const rightKey = passphraseKey('Book Club', 'right', small);
+  const right = deriveRoom(rightKey);
+  const wrong = deriveRoom(passphraseKey('book  club', 'wrong', small));
+  assert.notEqual(right.roomId, wrong.roomId);
   assert.notDeepEqual(right.messageKey, wrong.messageKey);
-  const id = nodeCrypto.hkdfSync('sha256', 'book club', 'rtce2ee-whisper/v1', 'room name id', 12);
+  const id = nodeCrypto.hkdfSync('sha256', rightKey, 'rtce2ee-whisper/v1', 'room id', 12);
   assert.equal(right.roomId, Buffer.from(id).toString('base64url'));
-  assert.notEqual(right.roomId, deriveRoom(passphraseKey('Book Club', 'right', small)).roomId);
+  const door = nodeCrypto.hkdfSync('sha256', 'book club', 'rtce2ee-whisper/v1', 'room name id', 12);
+  assert.equal(doorOf('Book Club', rightKey).doorId, Buffer.from(door).toString('base64url'));
+  const check = nodeCrypto.hkdfSync('sha256', rightKey, 'rtce2ee-whisper/v1', 'door check', 1);
+  assert.equal(doorOf('Book Club', rightKey).check, Buffer.from(check).toString('base64url'));
 });

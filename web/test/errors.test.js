@@ -1,8 +1,7 @@
-// Error sentences and the reconnect backoff.
+// Error sentences (the reconnect schedule is in connection.test.js).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { errorSentence, retrySeconds, closeSentence } from '../src/errors.js';
-import { backoffDelay } from '../src/connection.js';
 
 const CONTRACT_CODES = [
   'INVALID_JSON', 'INVALID_MESSAGE', 'INVALID_ROOM_ID', 'INVALID_USER_ID', 'INVALID_USERNAME',
@@ -37,16 +36,4 @@ test('close codes the hub uses have sentences; ordinary closes none', () => {
   for (const code of [1001, 1008, 1009, 1013]) assert.ok(closeSentence(code).length > 10, String(code));
   assert.equal(closeSentence(1000), '');
   assert.equal(closeSentence(1006), '');
-});
-
-test('backoff doubles up to 30 s, with half of each delay random', () => {
-  assert.equal(backoffDelay(0, () => 0), 500);
-  assert.equal(backoffDelay(0, () => 1), 1000);
-  assert.equal(backoffDelay(3, () => 0), 4000);
-  assert.equal(backoffDelay(3, () => 1), 8000);
-  assert.equal(backoffDelay(10, () => 1), 30000);
-  assert.equal(backoffDelay(1000, () => 0), 15000);
-  const spread = new Set(Array.from({ length: 50 }, () => backoffDelay(4)));
-  assert.ok(spread.size > 10, 'jitter spreads reconnects');
-  for (const d of spread) assert.ok(d >= 8000 && d <= 16000, String(d));
 });

@@ -2,8 +2,10 @@
 // the outbox, reactions that toggle, and the bounds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RoomState, KEPT_MESSAGES, MAX_OUTBOX, newUserId } from '../src/state.js';
-import { isId } from '../src/frames.js';
+import {
+  RoomState, KEPT_MESSAGES, MAX_OUTBOX, SEEN_IDS, newUserId, reactionOp, reactionEmoji,
+} from '../src/state.js';
+import { isId, reactionFrame } from '../src/frames.js';
 
 const make = (over = {}) => new RoomState({ key: new Uint8Array(32), roomId: 'ABCDEFGHabcdefgh', messageKey: new Uint8Array(32), name: 'Ada', ...over });
 
@@ -47,16 +49,90 @@ test('the outbox keeps order and is bounded', () => {
   assert.equal(r.takeOutbox().length, 0);
 });
 
-test('a reaction toggles per user; counts agree whatever the order of users', () => {
+test('a reaction is set or taken back per person; counts agree whatever the order of people', () => {
   const r = make();
   r.remember('m1', {});
-  assert.equal(r.toggleReaction('unknown', '👍', 'u1'), null);
-  r.toggleReaction('m1', '👍', 'u1');
-  r.toggleReaction('m1', '👍', 'u2');
-  r.toggleReaction('m1', '🎉', 'u1');
-  const all = r.toggleReaction('m1', '👍', 'u1');
-  assert.deepEqual([...all.get('👍')], ['u2']);
-  assert.deepEqual([...all.get('🎉')], ['u1']);
+  assert.equal(r.setReaction('unknown', '👍', 'i:u1', true), null);
+  r.setReaction('m1', '👍', 'i:u1', true);
+  r.setReaction('m1', '👍', 'i:u2', true);
+  r.setReaction('m1', '🎉', 'i:u1', true);
+  const all = r.setReaction('m1', '👍', 'i:u1', false);
+  assert.deepEqual([...all.get('👍')], ['i:u2']);
+  assert.deepEqual([...all.get('🎉')], ['i:u1']);
+});
+
+test('reaction frames as operations: "-👍" takes 👍 back', () => {
+  assert.deepEqual(reactionOp('👍'), { emoji: '👍', on: true });
+  assert.deepEqual(reactionOp('-❤️'), { emoji: '❤️', on: false });
+  assert.deepEqual(reactionOp('-'), { emoji: '-', on: true }, 'a lone dash is an emoji of its own');
+  assert.equal(reactionEmoji('🎉', true), '🎉');
+  assert.equal(reactionEmoji('🎉', false), '-🎉');
+  for (const e of ['👍', '❤️', '🎉']) assert.doesNotThrow(() => reactionFrame('m', reactionEmoji(e, false)), 'the relay accepts it');
+});
+
+/** Applies reaction frames [messageId, emoji, person] to `r`, in order. */
+const apply = (r, frames) => {
+  for (const [m, e, who] of frames) {
+    const { emoji, on } = reactionOp(e);
+    r.setReaction(m, emoji, who, on);
+  }
+};
+
+test('a catch-up that replays reactions already applied changes nothing', () => {
+  const frames = [
+    ['m1', '👍', 't:bob'], ['m1', '🎉', 't:cy'], ['m1', '-👍', 't:bob'], ['m2', '❤️', 't:bob'],
+    ['m1', '👍', 't:cy'], ['m2', '-❤️', 't:bob'], ['m2', '❤️', 't:ann'], ['m1', '👍', 't:bob'],
+  ];
+  const live = make();
+  live.remember('m1', {});
+  live.remember('m2', {});
+  apply(live, frames);
+  const want = [live.reactionSummary('m1'), live.reactionSummary('m2')];
+  // Every suffix replayed again (what a since-id or a full catch-up overlaps), then more live frames.
+  for (let k = 0; k <= frames.length; k++) {
+    const r = make();
+    r.remember('m1', {});
+    r.remember('m2', {});
+    apply(r, frames);
+    apply(r, frames.slice(k));
+    assert.deepEqual([r.reactionSummary('m1'), r.reactionSummary('m2')], want, `replay from ${k}`);
+  }
+  // An empty screen that gets only the retained suffix agrees on every reaction whose last frame it got.
+  const fresh = make();
+  fresh.remember('m1', {});
+  fresh.remember('m2', {});
+  apply(fresh, frames.slice(4));
+  assert.deepEqual(fresh.reactionSummary('m2'), want[1]);
+});
+
+test('messages: each id once, the catch-up point follows, bounded', () => {
+  const r = make();
+  assert.equal(r.since, '', 'an empty screen asks for everything retained');
+  assert.equal(r.seen('a1'), false);
+  assert.equal(r.seen('a2'), false);
+  assert.equal(r.seen('a1'), true, 'shown already');
+  assert.equal(r.since, 'a2', 'a replayed duplicate does not move the catch-up point back');
+  for (let i = 0; i < SEEN_IDS + 10; i++) r.seen(`x${i}`);
+  assert.equal(r.seenIds.size, SEEN_IDS);
+  assert.equal(r.seen('a1'), false, 'the oldest are forgotten first');
+  assert.equal(r.since, 'a1');
+});
+
+test('messages sent on a dropped connection wait for the catch-up; their replayed echo confirms them', () => {
+  const r = make();
+  r.expect({ kind: 'msg', content: 'c1', entry: 1 });
+  r.expect({ kind: 'react' });
+  r.expect({ kind: 'msg', content: 'c2', entry: 2 });
+  assert.deepEqual(r.holdUnconfirmed(), []);
+  assert.equal(r.inFlight.length, 0);
+  assert.deepEqual(r.unconfirmed.map((q) => q.entry), [1, 2]);
+  r.expect({ kind: 'msg', content: 'c3', entry: 3 });
+  assert.equal(r.takeEcho('c1').entry, 1, 'the catch-up carried it: it did reach the room');
+  assert.equal(r.takeEcho('c3').entry, 3);
+  assert.deepEqual(r.takeUnconfirmed().map((q) => q.entry), [2], 'never reached the room: send again');
+  for (let i = 0; i < MAX_OUTBOX + 3; i++) r.expect({ kind: 'msg', content: `k${i}`, entry: i });
+  assert.equal(r.holdUnconfirmed().length, 3, 'bounded: the oldest beyond the bound are given up');
+  assert.equal(r.unconfirmed.length, MAX_OUTBOX);
 });
 
 test('members, the last message shown, and the bound on kept messages', () => {
@@ -84,15 +160,21 @@ test('the tabs of one browser are one person, to itself and to the others', () =
   const people = r.people();
   assert.deepEqual(people.map((p) => [p.name, p.ids.length, p.me]), [['Ada', 2, true], ['Bob', 2, false], [null, 1, false]]);
   assert.ok(r.isMe('other-tab') && !r.isMe('b1') && !r.isMe('eve'));
-  // A reaction from two tabs of one person counts once.
+  // A reaction from two tabs of one person counts once, and either tab can take it back.
   r.remember('m', {});
-  r.toggleReaction('m', '👍', 'b1');
-  r.toggleReaction('m', '👍', 'b2');
-  r.toggleReaction('m', '🎉', 'other-tab');
+  r.setReaction('m', '👍', r.personOf('b1'), true);
+  r.setReaction('m', '👍', r.personOf('b2'), true);
+  r.setReaction('m', '🎉', r.personOf('other-tab'), true);
+  r.setReaction('m', '😮', r.personOf('eve'), true);
   assert.deepEqual(r.reactionSummary('m'), [
-    { emoji: '👍', count: 1, mine: false, thisTab: false },
-    { emoji: '🎉', count: 1, mine: true, thisTab: false },
+    { emoji: '👍', count: 1, mine: false },
+    { emoji: '🎉', count: 1, mine: true },
+    { emoji: '😮', count: 1, mine: false },
   ]);
+  r.setReaction('m', '🎉', r.personOf(r.myId), false);
+  assert.deepEqual(r.reactionSummary('m').map((x) => x.emoji), ['👍', '😮']);
+  // Someone who left: the tag from the profile the replayed frame carries.
+  assert.equal(r.personOf('gone', 'bob-tag'), r.personOf('b1'));
 });
 
 test('the room takes its name from the earliest member who knows it', () => {
@@ -106,11 +188,12 @@ test('the room takes its name from the earliest member who knows it', () => {
   assert.equal(r.adoptTitle(), false);
 });
 
-test('a wrong key: other members whose profiles do not open, and none that does', () => {
-  const r = make({ roomName: 'club' });
+test('someone else here holds the key: another member whose profile opens', () => {
+  const r = make({ roomName: 'club', myTag: 'me' });
   r.addMember(r.myId, 'Ada', r.myTag);
   r.addMember('x', null);
-  assert.ok(r.othersUnreadable() && !r.othersReadable());
+  r.addMember('other-tab', 'Ada', r.myTag);
+  assert.ok(!r.othersReadable(), 'one\'s own other tab does not count');
   r.addMember('y', 'Yan', 'ty');
   assert.ok(r.othersReadable());
 });

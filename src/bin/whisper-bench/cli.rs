@@ -13,7 +13,7 @@ USAGE:
     --quick          one short run of each scenario with small N (well under a minute)
     --runs N         runs per scenario (default 3, --quick: 1)
     --only LIST      comma-separated scenarios: idle, fanout, chatty, churn, worst-case, floor,
-                     burst, wifi, closes, storm, slowloris;
+                     burst, wifi, closes, storm, slowloris, catch-up;
                      idle-legacy, fanout-legacy (idle and fanout with legacy `payload` clients);
                      `count` (never run by default) sends exactly --messages N messages
                      to a room of 50, for instruction counting (.ci/callgrind);
@@ -133,6 +133,9 @@ pub struct Params {
     pub close_trials: u32,
     /// `count`: messages sent to its room of 50.
     pub count_messages: u32,
+    /// `catch-up`: phones that rejoin at once, and the frames each replays.
+    pub catchup_phones: u32,
+    pub catchup_frames: u32,
     /// Longest wait for deliveries still in flight after a phase.
     pub drain_limit: Duration,
     pub startup_timeout: Duration,
@@ -167,6 +170,8 @@ impl Params {
             wifi_phase: Duration::from_secs(12),
             close_trials: 200,
             count_messages: 1_000,
+            catchup_phones: 64,
+            catchup_frames: 256,
             drain_limit: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(20),
@@ -192,6 +197,7 @@ impl Params {
             wifi_members: 16,
             wifi_phase: Duration::from_secs(5),
             close_trials: 50,
+            catchup_phones: 32,
             drain_limit: Duration::from_secs(20),
             startup_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(60),

@@ -35,6 +35,13 @@ pub struct Constants {
     pub ip_extra_entries: f64,
     /// ...of this size each.
     pub ip_entry: f64,
+    /// HB: catch-up history, frames with their bookkeeping (`HISTORY_BUDGET_BYTES`).
+    pub history_budget: f64,
+    /// HR: rooms with history (`HISTORY_ROOMS`)...
+    pub history_rooms: f64,
+    /// ...each with this much outside HB: its record (481 B) and 4
+    /// remembered evicted rooms (36 B each).
+    pub history_room: f64,
 }
 
 pub const README: Constants = Constants {
@@ -51,10 +58,14 @@ pub const README: Constants = Constants {
     head_bytes: 14.0 * KIB,
     ip_extra_entries: 1024.0,
     ip_entry: 100.0,
+    history_budget: 8.0 * MIB,
+    history_rooms: 1024.0,
+    history_room: 481.0 + 4.0 * 36.0,
 };
 
 /// Worst-case resident bytes for C = `conns`, R = `rooms`, L = `max_msg`:
-/// `B + C·S + max(2 MiB, 4L) + 2L + R·room + Q + F + pending·head + (C+extra)·ip`.
+/// `B + C·S + max(2 MiB, 4L) + 2L + R·room + Q + F + pending·head + (C+extra)·ip
+/// + HB + HR·history_room`.
 pub fn formula_bytes(conns: u64, rooms: u64, max_msg: u64) -> u64 {
     let k = &README;
     let (c, r, l) = (conns as f64, rooms as f64, max_msg as f64);
@@ -67,7 +78,9 @@ pub fn formula_bytes(conns: u64, rooms: u64, max_msg: u64) -> u64 {
         + k.queue_budget
         + f
         + k.pending_heads * k.head_bytes
-        + (c + k.ip_extra_entries) * k.ip_entry;
+        + (c + k.ip_extra_entries) * k.ip_entry
+        + k.history_budget
+        + k.history_rooms * k.history_room;
     total.round() as u64
 }
 
@@ -76,7 +89,8 @@ pub fn describe() -> String {
     let k = &README;
     format!(
         "B={:.1} MiB, S={:.0} KiB, room={:.1} KiB, Q={:.0} MiB, reads=max({:.0} MiB, {:.0}L)+{:.0}L, \
-         F=max(L, {:.0} KiB)+{:.0} B, pending={:.0}x{:.0} KiB, IP table=(C+{:.0})x{:.0} B",
+         F=max(L, {:.0} KiB)+{:.0} B, pending={:.0}x{:.0} KiB, IP table=(C+{:.0})x{:.0} B, \
+         history={:.0} MiB+{:.0}x{:.0} B",
         k.base / MIB,
         k.per_connection / KIB,
         k.per_room / KIB,
@@ -89,7 +103,10 @@ pub fn describe() -> String {
         k.pending_heads,
         k.head_bytes / KIB,
         k.ip_extra_entries,
-        k.ip_entry
+        k.ip_entry,
+        k.history_budget / MIB,
+        k.history_rooms,
+        k.history_room
     )
 }
 
@@ -110,6 +127,9 @@ pub fn constants_json() -> serde_json::Value {
         "head_bytes": k.head_bytes,
         "ip_extra_entries": k.ip_extra_entries,
         "ip_entry_bytes": k.ip_entry,
+        "history_budget_bytes": k.history_budget,
+        "history_rooms": k.history_rooms,
+        "history_room_bytes": k.history_room,
     })
 }
 
@@ -117,11 +137,12 @@ pub fn constants_json() -> serde_json::Value {
 mod tests {
     use super::*;
 
-    /// The README: "At the defaults (C = 4096, R = 1024, L = 10 KiB) that is
-    /// about ... 33 MiB".
+    /// The README: "At the defaults (C = 4096, R = 1024, L = 10 KiB, ...)
+    /// that is about ... 42 MiB" (the relay's `board::memory_bound_bytes`
+    /// has the same range in its own test).
     #[test]
     fn defaults_give_the_readme_total() {
         let mib = formula_bytes(4096, 1024, 10240) as f64 / MIB;
-        assert!((32.5..=33.8).contains(&mib), "{mib}");
+        assert!((41.0..=42.5).contains(&mib), "{mib}");
     }
 }

@@ -194,7 +194,7 @@ fn in_use() -> i64 {
 /// like the relay binary, with the counting on; each line read from stdin is
 /// answered with one line of counts on stdout. Returns the exit code.
 pub fn relay_main() -> u8 {
-    use rtce2ee_whisper::{config, logging, server};
+    use rtce2ee_whisper::{config, fdstore, history, logging, server, systemd};
     let cfg = match config::Config::load(&config::Source::from_process()) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -224,7 +224,13 @@ pub fn relay_main() -> u8 {
             }
         }
     });
-    server::run(cfg, listener) as u8
+    // No inherited history: the probe always starts empty.
+    let restored = fdstore::take_back(
+        None,
+        history::Limits::new(&cfg),
+        &systemd::Notifier::from_env(),
+    );
+    server::run(cfg, listener, restored) as u8
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! traffic phases, and the relay's own counters from `/health`.
 
 mod burst;
+mod catchup;
 mod chatty;
 mod churn;
 mod closes;
@@ -49,6 +50,7 @@ pub enum Scenario {
     Closes,
     Storm,
     Slowloris,
+    CatchUp,
     /// Not in `ALL`: runs only when named.
     Count,
     /// `count` with legacy clients; only when named.
@@ -56,7 +58,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Floor,
         Scenario::Idle,
         Scenario::Memory,
@@ -71,6 +73,7 @@ impl Scenario {
         Scenario::Closes,
         Scenario::Storm,
         Scenario::Slowloris,
+        Scenario::CatchUp,
     ];
 
     /// The name `--only` takes.
@@ -90,6 +93,7 @@ impl Scenario {
             Scenario::Closes => "closes",
             Scenario::Storm => "storm",
             Scenario::Slowloris => "slowloris",
+            Scenario::CatchUp => "catch-up",
             Scenario::Count => "count",
             Scenario::CountLegacy => "count-legacy",
         }
@@ -221,6 +225,7 @@ pub fn run(
             Scenario::CountLegacy => count::run(&lab, Dialect::Legacy).await,
             Scenario::Storm => storm::run(&lab).await,
             Scenario::Slowloris => slowloris::run(&lab).await,
+            Scenario::CatchUp => catchup::run(&lab).await,
         }
     }));
     let mut run = lab.run.into_inner();
