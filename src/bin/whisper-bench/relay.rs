@@ -177,12 +177,19 @@ impl Launcher {
 
     /// Starts the allocator probe (this executable as a relay, see
     /// `probe.rs`) with the scenario's variables; its stdin and stdout are
-    /// the query pipe. Not through the runner: the probe counts the
-    /// allocator of the machine it runs on.
+    /// the query pipe. Through the runner when there is one (an emulator
+    /// runs this executable as it runs the relay).
     pub fn start_probe(&self, env: &[(&str, String)]) -> Result<Relay, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = match self.runner.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         cmd.arg(crate::PROBE_ARG);
         let mut cmd = self.configure(cmd);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
