@@ -277,16 +277,8 @@ mod tests {
 
     #[test]
     fn the_running_task_is_not_woken() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        struct Count(AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        use std::sync::atomic::Ordering;
+        let (count, waker) = crate::test_support::counting_waker();
         let mut t = Conns::new(4);
         let a = t.add("10.0.0.1".parse().unwrap());
         t.enter(a, &waker);

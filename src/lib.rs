@@ -56,3 +56,26 @@ pub mod shutdown;
 pub mod status;
 pub mod systemd;
 pub mod ws_reader;
+
+/// Helpers shared by the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Waker;
+
+    /// Counts the wakes of the waker made with it.
+    pub(crate) struct WakeCount(pub(crate) AtomicUsize);
+
+    impl std::task::Wake for WakeCount {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A waker and the count of its wakes.
+    pub(crate) fn counting_waker() -> (Arc<WakeCount>, Waker) {
+        let count = Arc::new(WakeCount(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+}

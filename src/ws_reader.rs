@@ -736,16 +736,8 @@ mod tests {
 
     #[test]
     fn the_budget_wakes_waiters_when_shares_return() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        struct Count(AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        use std::sync::atomic::Ordering;
+        let (count, waker) = crate::test_support::counting_waker();
         let mut b = ReadBudget::new(1 << 20);
         assert_eq!(b.capacity(), 4 << 20);
         assert!(b.try_take(3 << 20, &waker));

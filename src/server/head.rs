@@ -277,16 +277,8 @@ mod tests {
 
     #[test]
     fn an_eviction_wakes_the_waiting_task_once() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        struct Count(AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        use std::sync::atomic::Ordering;
+        let (count, waker) = crate::test_support::counting_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         let eviction = Eviction::default();
         let mut wait = std::pin::pin!(eviction.wait());
