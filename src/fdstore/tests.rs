@@ -24,15 +24,8 @@ fn roomy() -> Limits {
 
 fn framed(json: &str) -> Rc<[u8]> {
     let p = json.as_bytes();
-    let mut f = vec![0x81];
-    if p.len() < 126 {
-        f.push(p.len() as u8);
-    } else {
-        f.push(126);
-        f.extend_from_slice(&(p.len() as u16).to_be_bytes());
-    }
-    f.extend_from_slice(p);
-    Rc::from(f)
+    let header = crate::frame::encode_header(true, crate::frame::OP_TEXT, p.len() as u64, None);
+    [header.as_slice(), p].concat().into()
 }
 
 fn message(id: &str, size: usize) -> Rc<[u8]> {

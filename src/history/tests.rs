@@ -22,18 +22,8 @@ fn roomy() -> Limits {
 /// A server text frame around `json` (unmasked, shortest length form).
 fn framed(json: &str) -> Rc<[u8]> {
     let p = json.as_bytes();
-    let mut f = vec![0x81];
-    if p.len() < 126 {
-        f.push(p.len() as u8);
-    } else if p.len() <= 0xFFFF {
-        f.push(126);
-        f.extend_from_slice(&(p.len() as u16).to_be_bytes());
-    } else {
-        f.push(127);
-        f.extend_from_slice(&(p.len() as u64).to_be_bytes());
-    }
-    f.extend_from_slice(p);
-    Rc::from(f)
+    let header = crate::frame::encode_header(true, crate::frame::OP_TEXT, p.len() as u64, None);
+    [header.as_slice(), p].concat().into()
 }
 
 const USER: &str = r#"{"id":"u1","name":"Ann","avatar":null}"#;
