@@ -144,7 +144,11 @@ mod tests {
         // Catch-up history is part of it, and off costs nothing.
         let off = memory_bound_bytes(&cfg(&[("HISTORY_SECS", "0")]));
         let defaults = memory_bound_bytes(&cfg(&[]));
-        assert_eq!(defaults - off, 9_028_608);
+        let history = defaults - off;
+        assert!((8 << 20..9 << 20).contains(&history), "{history}");
+        // The README's figure is the 64-bit one; record sizes shrink on 32-bit.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(history, 9_028_608);
         let small = memory_bound_bytes(&cfg(&[("MAX_CONNECTIONS", "100")]));
         assert!(small < memory_bound_bytes(&cfg(&[])));
     }
