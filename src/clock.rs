@@ -55,35 +55,62 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Appends `n` as exactly `width` decimal digits (zero-padded).
-fn push_digits(out: &mut String, n: u64, width: u32) {
-    for i in (0..width).rev() {
-        let digit = (n / 10u64.pow(i) % 10) as u8;
-        out.push(char::from(b'0' + digit));
+/// Writes `n` as exactly `out.len()` decimal digits (zero-padded).
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
-/// Appends `2026-01-06T12:00:00Z` (or `...00.123Z` with `millis`) to `out`.
-/// Digits are written by hand: this runs for every relayed message, and
-/// `write!` costs several times more.
-pub fn write_rfc3339(out: &mut String, unix_ms: u64, with_millis: bool) {
-    let secs = (unix_ms / 1000) as i64;
+/// `2026-01-06T12:00:00` for the whole second `secs` since the epoch.
+fn date_time(secs: i64) -> [u8; 19] {
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u64;
-    push_digits(out, year.clamp(0, 9999) as u64, 4);
-    out.push('-');
-    push_digits(out, month.into(), 2);
-    out.push('-');
-    push_digits(out, day.into(), 2);
-    out.push('T');
-    push_digits(out, sod / 3600, 2);
-    out.push(':');
-    push_digits(out, sod / 60 % 60, 2);
-    out.push(':');
-    push_digits(out, sod % 60, 2);
+    let mut b = *b"0000-00-00T00:00:00";
+    put_digits(&mut b[0..4], year.clamp(0, 9999) as u64);
+    put_digits(&mut b[5..7], month.into());
+    put_digits(&mut b[8..10], day.into());
+    put_digits(&mut b[11..13], sod / 3600);
+    put_digits(&mut b[14..16], sod / 60 % 60);
+    put_digits(&mut b[17..19], sod % 60);
+    b
+}
+
+thread_local! {
+    /// The last second [`push_rfc3339_millis`] formatted, and its text:
+    /// messages arrive many to a second, and only the milliseconds change.
+    static LAST_SECOND: std::cell::Cell<(i64, [u8; 19])> =
+        const { std::cell::Cell::new((i64::MIN, [0; 19])) };
+}
+
+/// Appends `2026-01-06T12:00:00.123Z` to `out`. It runs for every relayed
+/// message: the date and time of day are formatted once per second.
+pub fn push_rfc3339_millis(out: &mut Vec<u8>, unix_ms: u64) {
+    let secs = (unix_ms / 1000) as i64;
+    let text = LAST_SECOND.with(|last| {
+        let (at, text) = last.get();
+        if at == secs {
+            return text;
+        }
+        let text = date_time(secs);
+        last.set((secs, text));
+        text
+    });
+    let mut millis = *b".000Z";
+    put_digits(&mut millis[1..4], unix_ms % 1000);
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&millis);
+}
+
+/// Appends `2026-01-06T12:00:00Z` (or `...00.123Z` with `millis`) to `out`.
+pub fn write_rfc3339(out: &mut String, unix_ms: u64, with_millis: bool) {
+    let text = date_time((unix_ms / 1000) as i64);
+    out.push_str(std::str::from_utf8(&text).expect("ASCII digits"));
     if with_millis {
-        out.push('.');
-        push_digits(out, unix_ms % 1000, 3);
+        let mut millis = *b".000";
+        put_digits(&mut millis[1..4], unix_ms % 1000);
+        out.push_str(std::str::from_utf8(&millis).expect("ASCII digits"));
     }
     out.push('Z');
 }
@@ -106,6 +133,26 @@ mod tests {
         // A leap day and the last second of a year.
         assert_eq!(rfc3339(951_782_400_000, false), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_735_689_599_999, true), "2024-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn the_cached_second_is_only_reused_within_that_second() {
+        let text = |ms| {
+            let mut out = Vec::new();
+            push_rfc3339_millis(&mut out, ms);
+            String::from_utf8(out).unwrap()
+        };
+        for ms in [
+            1_735_689_599_000,
+            1_735_689_599_999,
+            1_735_689_600_000,
+            1_735_689_599_500,
+            0,
+            1_767_700_800_123,
+        ] {
+            assert_eq!(text(ms), rfc3339(ms, true));
+        }
+        assert_eq!(text(1_735_689_600_007), "2025-01-01T00:00:00.007Z");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! What is queued for a connection lives in [`crate::outbound`], which room
 //! it is in lives in [`crate::hub`]; both are indexed by the same [`ConnId`].
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::task::Waker;
 
@@ -61,6 +62,10 @@ pub struct Conn {
     paused: bool,
     /// The dialect its frames are read in.
     dialect: Dialect,
+    /// Its task was woken since its last poll began: a room frame for each
+    /// member wakes it, and one wake until the poll is enough (waking a
+    /// task costs atomic operations; this flag does not).
+    woken: Cell<bool>,
 }
 
 /// Every open connection, by [`ConnId`].
@@ -99,6 +104,7 @@ impl Conns {
             close: Close::Open,
             paused: false,
             dialect: Dialect::V2,
+            woken: Cell::new(false),
         };
         self.by_dialect[Dialect::V2 as usize] += 1;
         self.open += 1;
@@ -213,6 +219,7 @@ impl Conns {
     pub fn enter(&mut self, id: ConnId, waker: &Waker) {
         self.running = id;
         let conn = self.get_mut(id);
+        conn.woken.set(false);
         match &conn.waker {
             Some(w) if w.will_wake(waker) => {}
             _ => conn.waker = Some(waker.clone()),
@@ -228,11 +235,14 @@ impl Conns {
     /// Wakes `id`'s task, unless it is the one running.
     #[inline]
     pub fn wake(&self, id: ConnId) {
-        if id != self.running
-            && let Some(w) = self.slots[id.index()]
-                .as_ref()
-                .and_then(|c| c.waker.as_ref())
+        if id == self.running {
+            return;
+        }
+        if let Some(conn) = self.slots[id.index()].as_ref()
+            && !conn.woken.get()
+            && let Some(w) = conn.waker.as_ref()
         {
+            conn.woken.set(true);
             w.wake_by_ref();
         }
     }
@@ -251,6 +261,34 @@ impl Conns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_is_woken_once_until_its_next_poll() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut t = Conns::new(2);
+        let (a, b) = (t.add(ip), t.add(ip));
+        let (count, waker) = crate::test_support::counting_waker();
+        t.enter(a, &waker);
+        t.exit();
+        t.wake(a);
+        t.wake(a);
+        t.wake_paused(&[a]);
+        t.set_paused(a, true);
+        t.wake_paused(&[a, b]);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Its poll begins: the next frame wakes it again.
+        t.enter(a, &waker);
+        t.wake(a);
+        assert_eq!(
+            count.0.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "a running task is not woken"
+        );
+        t.exit();
+        t.wake(a);
+        t.wake(a);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
 
     #[test]
     fn slots_are_reused_and_dialects_counted() {

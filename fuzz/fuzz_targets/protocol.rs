@@ -55,7 +55,12 @@ fuzz_target!(|data: &[u8]| {
     check_json_string(text);
 
     let mut state = DialectState::starting(start);
-    let req = match protocol::parse_request(text, &mut state) {
+    // The shortcut for the commonest frame answers as the general parser.
+    let mut full_state = state;
+    let full = protocol::parse_request_in_full(text, &mut full_state);
+    let short = protocol::parse_request(text, &mut state);
+    assert_eq!(format!("{short:?} {state:?}"), format!("{full:?} {full_state:?}"));
+    let req = match short {
         Ok(r) => r,
         Err(code) => {
             assert!(matches!(

@@ -355,13 +355,20 @@ impl Outbound {
         loop {
             // Retention may have dropped what a replay had left.
             self.finish_replay(id);
-            let written = {
+            // With everything gathered (the slices did not run out) and
+            // everything written, there is nothing to gather again.
+            let (written, everything) = {
                 let mut iov = Iov::new();
                 self.gather(id, &mut iov);
                 if iov.is_empty() {
-                    None
+                    (None, 0)
                 } else {
-                    Some(write::poll_write_vectored(sock, &iov, cx))
+                    let all = if iov.is_full() {
+                        usize::MAX
+                    } else {
+                        iov.iter().map(|s| s.len()).sum()
+                    };
+                    (Some(write::poll_write_vectored(sock, &iov, cx)), all)
                 }
             };
             match written {
@@ -376,7 +383,15 @@ impl Outbound {
                 Some(Poll::Ready(Ok(0))) => {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                Some(Poll::Ready(Ok(n))) => self.consume(id, n, conns, stats, &members),
+                Some(Poll::Ready(Ok(n))) => {
+                    let replaying = self.outbox(id).replay.is_some();
+                    self.consume(id, n, conns, stats, &members);
+                    // `consume` moved past the foreign entries at the end
+                    // and reset the stall clock, as the empty round would.
+                    if n == everything && !replaying {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
                 Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
                 Some(Poll::Pending) => {
                     let now = clock::now_micros();

@@ -266,6 +266,25 @@ pub fn parse_request<'a>(
     text: &'a str,
     state: &mut DialectState,
 ) -> Result<Request<'a>, ErrorCode> {
+    // A connection fixed to legacy answers `data` bodies differently.
+    if !(state.fixed && state.dialect == Dialect::Legacy)
+        && let Some(content) = v2::canonical_message(text)
+    {
+        state.fixed = true;
+        state.dialect = Dialect::V2;
+        return Ok(Request::Message(Ok(Cow::Borrowed(content))));
+    }
+    parse_request_in_full(text, state)
+}
+
+/// [`parse_request`] without its shortcut for the commonest frame: every
+/// frame through the general parser. The shortcut must answer exactly as
+/// this does (a unit test and the `protocol` fuzz target compare them).
+#[doc(hidden)]
+pub fn parse_request_in_full<'a>(
+    text: &'a str,
+    state: &mut DialectState,
+) -> Result<Request<'a>, ErrorCode> {
     // serde also reads a struct from an array; only objects are frames.
     if !text.trim_start().starts_with('{') {
         return Err(envelope_error(text));
@@ -371,6 +390,79 @@ pub(crate) mod tests {
     ) -> (Result<Request<'_>, ErrorCode>, DialectState) {
         let req = parse_request(text, &mut state);
         (req, state)
+    }
+
+    /// What a parse gave, comparable (`Request` holds borrowed strings).
+    fn outcome(text: &str, mut state: DialectState, full: bool) -> String {
+        let req = if full {
+            parse_request_in_full(text, &mut state)
+        } else {
+            parse_request(text, &mut state)
+        };
+        format!("{req:?} {state:?}")
+    }
+
+    #[test]
+    fn the_message_shortcut_answers_as_the_general_parser() {
+        let contents = [
+            "QUJD",
+            "QUJD.ZGVm",
+            "a-_b.QQ==",
+            "",
+            "QUJ",
+            "QQ=",
+            "a+b-",
+            "Q\\UJD",
+            "Q\"",
+            "\\u0041BCD",
+            "a.b.c.d.e.f.g.hh",
+            "aa.bb.cc.dd.ee.ff.gg.hh.ii",
+            "QUJD.",
+            ".QUJD",
+            "QU JD",
+            "é",
+        ];
+        let shapes = [
+            r#"{"type":"message","data":{"content":"C"}}"#,
+            r#"{"type":"message","data":{"content":"C"}} "#,
+            r#"{"type":"message","data":{"content":"C"},"payload":{}}"#,
+            r#"{"type":"message","data":{"content":"C","x":1}}"#,
+            r#"{"type":"message","data":{"content":"C"}}}"#,
+            r#"{"type":"message","data":{"content":"C"}"#,
+            r#"{"type":"message", "data":{"content":"C"}}"#,
+        ];
+        let states = [
+            v2(),
+            legacy(),
+            DialectState {
+                dialect: Dialect::V2,
+                fixed: true,
+            },
+            DialectState {
+                dialect: Dialect::Legacy,
+                fixed: true,
+            },
+        ];
+        let mut shortcuts = 0;
+        for shape in shapes {
+            for content in contents {
+                let text = shape.replace('C', content);
+                for state in states {
+                    let legacy_fixed = state.fixed && state.dialect == Dialect::Legacy;
+                    if v2::canonical_message(&text).is_some() && !legacy_fixed {
+                        shortcuts += 1;
+                    }
+                    assert_eq!(
+                        outcome(&text, state, false),
+                        outcome(&text, state, true),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        // The shortcut was taken: the first shape, the four valid contents,
+        // every state but a connection fixed to legacy.
+        assert_eq!(shortcuts, 4 * 3);
     }
 
     #[test]
