@@ -271,8 +271,13 @@ async fn serve_socket(socket: WebSocket, hub: Shared) {
         };
         let request = match serde_json::from_str::<Incoming>(&text) {
             Ok(request) => request,
-            Err(_) => {
-                let _ = tx.send(error("INVALID_MESSAGE", "unreadable request"));
+            Err(e) => {
+                let frame = if e.is_data() {
+                    error("INVALID_MESSAGE", "unknown request")
+                } else {
+                    error("INVALID_JSON", "not JSON")
+                };
+                let _ = tx.send(frame);
                 continue;
             }
         };
@@ -305,13 +310,17 @@ async fn serve_socket(socket: WebSocket, hub: Shared) {
     let _ = writer.await;
 }
 
-async fn shutdown_signal() {
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// Resolves at SIGTERM or SIGINT; the handlers are installed at once, so
+/// that a signal right after the `listening on` line is not fatal.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 #[tokio::main]
@@ -331,10 +340,11 @@ async fn main() -> std::io::Result<()> {
         boot_ms: now_ms(),
     });
     let app = Router::new().route("/ws", get(upgrade)).with_state(hub);
+    let stop = shutdown_signal()?;
     eprintln!("tokio-relay listening on {addr}");
     // Upgraded sockets are not waited for: the runtime drops them on return.
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await
 }
 
