@@ -113,7 +113,7 @@ pub fn memory_bound_bytes(cfg: &Config) -> u64 {
     let r = u64::from(cfg.max_rooms);
     let l = u64::from(cfg.max_message_size);
     let u = u64::from(cfg.max_room_users);
-    let base = 2_400 * KIB + KIB * 2 / 5; // ~2.4 MiB
+    let base = 2_662 * KIB + KIB * 2 / 5; // ~2.6 MiB
     // An idle joined connection holds about 0.8 KiB; one with a frame
     // under way 1.1 KiB more (tungstenite's state, built for the frame).
     let per_conn = c * 2 * KIB;

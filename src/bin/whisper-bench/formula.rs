@@ -45,7 +45,7 @@ pub struct Constants {
 }
 
 pub const README: Constants = Constants {
-    base: 2.4 * MIB,
+    base: 2.6 * MIB,
     per_connection: 2.0 * KIB,
     per_room: 0.7 * KIB,
     queue_budget: 16.0 * MIB,
