@@ -3,13 +3,13 @@
 //! reads it like any other socket.
 
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use smol::Async;
-use smol::io::AsyncReadExt;
 
 /// Write end of the pipe, for the handler. -1 until installed.
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
@@ -53,10 +53,20 @@ impl Signals {
     }
 
     /// Completes with the signal's name when SIGTERM or SIGINT arrives.
-    pub async fn wait(mut self) -> &'static str {
+    ///
+    /// It waits for the pipe to be readable before reading it: this future
+    /// is part of the main future, which the executor polls on every turn,
+    /// and a read that found the pipe empty would cost a system call on
+    /// each (three per connection's life).
+    pub async fn wait(self) -> &'static str {
         let mut byte = [0u8; 1];
         loop {
-            if let Ok(1) = self.read.read(&mut byte).await {
+            if let Err(e) = self.read.readable().await {
+                log::error!("cannot wait for signals: {e}");
+                return std::future::pending().await;
+            }
+            let mut pipe: &File = self.read.get_ref();
+            if let Ok(1) = pipe.read(&mut byte) {
                 // Keep the write end alive while the shutdown runs.
                 std::mem::forget(self._write);
                 return if i32::from(byte[0]) == Signal::SIGINT as i32 {

@@ -24,6 +24,9 @@ pub struct Sample {
     pub cpu_ns: u64,
     /// Write-type system calls (`syscw` of /proc/PID/io).
     pub syscw: u64,
+    /// Read-type system calls (`syscr`): `read`, not `recv`, so for the
+    /// relay the wake-up pipes and eventfds rather than its sockets.
+    pub syscr: u64,
 }
 
 impl Sample {
@@ -32,6 +35,7 @@ impl Sample {
         Sample {
             cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
             syscw: self.syscw.saturating_sub(earlier.syscw),
+            syscr: self.syscr.saturating_sub(earlier.syscr),
         }
     }
 }
@@ -98,15 +102,20 @@ fn stat_ns(pid: i32) -> io::Result<u64> {
     Ok(ticks * 1_000_000_000 / hz)
 }
 
-pub fn write_syscalls(pid: i32) -> io::Result<u64> {
+/// The write-type and read-type system calls of `pid` so far (`syscw`,
+/// `syscr` of /proc/PID/io).
+pub fn syscalls(pid: i32) -> io::Result<(u64, u64)> {
     let text = fs::read_to_string(format!("/proc/{pid}/io"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("syscw:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no syscw in /proc/PID/io"))
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no {key} in /proc/PID/io")))
+    };
+    Ok((field("syscw:")?, field("syscr:")?))
 }
 
-/// CPU time and write syscalls of `pid` now. Unreadable counters read 0 and
+/// CPU time and system call counts of `pid` now. Unreadable counters read 0 and
 /// the error is returned beside the sample.
 pub fn sample(pid: i32) -> (Sample, Option<String>) {
     let mut problem = None;
@@ -114,11 +123,18 @@ pub fn sample(pid: i32) -> (Sample, Option<String>) {
         problem = Some(format!("server CPU time unreadable: {e}"));
         0
     });
-    let syscw = write_syscalls(pid).unwrap_or_else(|e| {
-        problem = Some(format!("server write syscalls unreadable: {e}"));
-        0
+    let (syscw, syscr) = syscalls(pid).unwrap_or_else(|e| {
+        problem = Some(format!("server system call counts unreadable: {e}"));
+        (0, 0)
     });
-    (Sample { cpu_ns, syscw }, problem)
+    (
+        Sample {
+            cpu_ns,
+            syscw,
+            syscr,
+        },
+        problem,
+    )
 }
 
 /// Kernel network counters of this network namespace: on a loaded

@@ -85,6 +85,10 @@ async fn cycles(lab: &Lab<'_>, relay: &Relay) -> Result<(), String> {
         let per = used.syscw as f64 / f64::from(n);
         lab.metric(Metric::new("write syscalls/cycle", "", per));
     }
+    if used.syscr > 0 {
+        let per = used.syscr as f64 / f64::from(n);
+        lab.metric(Metric::new("read syscalls/cycle", "", per));
+    }
     if unechoed > 0 {
         lab.note(format!(
             "{unechoed} of {n} closes not answered with code 1000"
