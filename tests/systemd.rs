@@ -40,7 +40,11 @@ fn notify_ready_watchdog_status_and_stopping() {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let path_s = path.to_str().unwrap().to_string();
-    let mut srv = Server::start(&[("NOTIFY_SOCKET", &path_s), ("WATCHDOG_USEC", "400000")]);
+    let mut srv = Server::start(&[
+        ("NOTIFY_SOCKET", &path_s),
+        ("WATCHDOG_USEC", "400000"),
+        ("SHUTDOWN_TIMEOUT_SECS", "2"),
+    ]);
     let first = recv_until(&sock, "READY=1", Duration::from_secs(10));
     assert_eq!(first.len(), 1, "READY=1 comes first: {first:?}");
     // The server is serving once READY=1 is sent.
@@ -65,7 +69,16 @@ fn notify_ready_watchdog_status_and_stopping() {
     );
     srv.signal(Signal::SIGTERM);
     recv_until(&sock, "STOPPING=1", Duration::from_secs(5));
+    // The member does not answer the close: the drain lasts, and the
+    // watchdog pings during it no longer say "serving".
+    let draining = recv_until(&sock, "WATCHDOG=1", Duration::from_secs(5));
+    let last = draining.last().unwrap();
+    assert!(
+        last.contains("STATUS=shutting down, 1 connections left"),
+        "{draining:?}"
+    );
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+    drop(c);
 }
 
 #[test]

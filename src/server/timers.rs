@@ -73,13 +73,20 @@ async fn stall_sweep(shared: Rc<Shared>) {
 async fn watchdog(shared: Rc<Shared>, notify: systemd::Notifier, period: Duration) {
     loop {
         Timer::after(period).await;
-        let (conns, rooms) = {
+        let (conns, rooms, stopping) = {
             let hub = shared.hub.borrow();
-            (hub.open_connections(), hub.active_rooms())
+            (
+                hub.open_connections(),
+                hub.active_rooms(),
+                hub.shutting_down,
+            )
         };
-        notify.send(&format!(
-            "WATCHDOG=1\nSTATUS=serving, {conns} connections in {rooms} rooms"
-        ));
+        // The pings go on while the connections drain: the status says so.
+        notify.send(&if stopping {
+            format!("WATCHDOG=1\nSTATUS=shutting down, {conns} connections left")
+        } else {
+            format!("WATCHDOG=1\nSTATUS=serving, {conns} connections in {rooms} rooms")
+        });
     }
 }
 
