@@ -5,27 +5,13 @@ use std::rc::Rc;
 
 use super::*;
 use crate::history::Since;
+use crate::history::tests::{framed, limits};
 use crate::systemd::{Inherited, classify, parse_listen_env, receive_with_fds, send_fd_datagram};
 
 const SEC: u64 = 1000;
 
-fn limits(secs: u32, room_frames: u32, budget: usize, rooms: u32) -> Limits {
-    Limits {
-        secs,
-        room_frames,
-        budget,
-        rooms,
-    }
-}
-
 fn roomy() -> Limits {
     limits(3600, 64, 64 << 20, 16)
-}
-
-fn framed(json: &str) -> Rc<[u8]> {
-    let p = json.as_bytes();
-    let header = crate::frame::encode_header(true, crate::frame::OP_TEXT, p.len() as u64, None);
-    [header.as_slice(), p].concat().into()
 }
 
 fn message(id: &str, size: usize) -> Rc<[u8]> {

@@ -6,7 +6,8 @@ use super::*;
 
 const SEC: u64 = 1000;
 
-fn limits(secs: u32, room_frames: u32, budget: usize, rooms: u32) -> Limits {
+/// Limits as given (the configuration's ranges are not applied).
+pub(crate) fn limits(secs: u32, room_frames: u32, budget: usize, rooms: u32) -> Limits {
     Limits {
         secs,
         room_frames,
@@ -20,7 +21,7 @@ fn roomy() -> Limits {
 }
 
 /// A server text frame around `json` (unmasked, shortest length form).
-fn framed(json: &str) -> Rc<[u8]> {
+pub(crate) fn framed(json: &str) -> Rc<[u8]> {
     let p = json.as_bytes();
     let header = crate::frame::encode_header(true, crate::frame::OP_TEXT, p.len() as u64, None);
     [header.as_slice(), p].concat().into()
